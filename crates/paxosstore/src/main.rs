@@ -1,0 +1,1 @@
+fn main() { println!("paxosstore: not yet"); }
