@@ -1,0 +1,176 @@
+//! Static facts about a parsed command: its name, the keys it touches and
+//! whether it writes. The node uses `keys` to route a command to the
+//! entities (hash tags) it involves, and `is_write` to decide between a
+//! local read and a Paxos round.
+
+use bytes::Bytes;
+
+use super::{Command as Cmd, ExpireKind};
+
+impl Cmd {
+    /// Redis's lowercase command name (container name for `CLIENT`/`COMMAND`).
+    pub fn name(&self) -> &'static str {
+        use Cmd::*;
+        match self {
+            Ping(_) => "ping",
+            Echo(_) => "echo",
+            Hello { .. } => "hello",
+            Auth { .. } => "auth",
+            Select(_) => "select",
+            Quit => "quit",
+            Reset => "reset",
+            Client(_) => "client",
+            Cmd::Command(_) => "command",
+            Info(_) => "info",
+            FlushAll(_) => "flushall",
+            FlushDb(_) => "flushdb",
+            DbSize => "dbsize",
+            Get(_) => "get",
+            Set { .. } => "set",
+            SetNx { .. } => "setnx",
+            SetEx { .. } => "setex",
+            PSetEx { .. } => "psetex",
+            GetSet { .. } => "getset",
+            GetDel(_) => "getdel",
+            GetEx { .. } => "getex",
+            MGet(_) => "mget",
+            MSet(_) => "mset",
+            MSetNx(_) => "msetnx",
+            Del(_) => "del",
+            Unlink(_) => "unlink",
+            Exists(_) => "exists",
+            Incr(_) => "incr",
+            IncrBy { .. } => "incrby",
+            Decr(_) => "decr",
+            DecrBy { .. } => "decrby",
+            IncrByFloat { .. } => "incrbyfloat",
+            Append { .. } => "append",
+            StrLen(_) => "strlen",
+            GetRange { .. } => "getrange",
+            SetRange { .. } => "setrange",
+            Type(_) => "type",
+            Expire { kind, .. } => match kind {
+                ExpireKind::Expire => "expire",
+                ExpireKind::PExpire => "pexpire",
+                ExpireKind::ExpireAt => "expireat",
+                ExpireKind::PExpireAt => "pexpireat",
+            },
+            Ttl(_) => "ttl",
+            PTtl(_) => "pttl",
+            Persist(_) => "persist",
+            Multi => "multi",
+            Exec => "exec",
+            Discard => "discard",
+            Watch(_) => "watch",
+            Unwatch => "unwatch",
+            ReadOnly => "readonly",
+            ReadWrite => "readwrite",
+            VGet(_) => "vget",
+            VSet { .. } => "vset",
+        }
+    }
+
+    /// The keys this command reads or writes, in argument order. `WATCH`
+    /// counts (its keys must be routed like reads); `FLUSH*` touch every key
+    /// but name none, so callers must treat them via [`Command::is_write`].
+    pub fn keys(&self) -> Vec<&Bytes> {
+        use Cmd::*;
+        match self {
+            Get(k) | GetDel(k) | Incr(k) | Decr(k) | StrLen(k) | Type(k) | Ttl(k) | PTtl(k)
+            | Persist(k) | VGet(k) => vec![k],
+            Set { key, .. }
+            | SetNx { key, .. }
+            | SetEx { key, .. }
+            | PSetEx { key, .. }
+            | GetSet { key, .. }
+            | GetEx { key, .. }
+            | IncrBy { key, .. }
+            | DecrBy { key, .. }
+            | IncrByFloat { key, .. }
+            | Append { key, .. }
+            | GetRange { key, .. }
+            | SetRange { key, .. }
+            | Expire { key, .. }
+            | VSet { key, .. } => vec![key],
+            MGet(ks) | Del(ks) | Unlink(ks) | Exists(ks) | Watch(ks) => ks.iter().collect(),
+            MSet(kvs) | MSetNx(kvs) => kvs.iter().map(|(k, _)| k).collect(),
+            Ping(_)
+            | Echo(_)
+            | Hello { .. }
+            | Auth { .. }
+            | Select(_)
+            | Quit
+            | Reset
+            | Client(_)
+            | Cmd::Command(_)
+            | Info(_)
+            | FlushAll(_)
+            | FlushDb(_)
+            | DbSize
+            | Multi
+            | Exec
+            | Discard
+            | Unwatch
+            | ReadOnly
+            | ReadWrite => Vec::new(),
+        }
+    }
+
+    /// Whether the command may modify the keyspace (Redis's `write` flag).
+    /// `GETEX` is a write even without options, as in Redis.
+    pub fn is_write(&self) -> bool {
+        use Cmd::*;
+        match self {
+            Set { .. }
+            | SetNx { .. }
+            | SetEx { .. }
+            | PSetEx { .. }
+            | GetSet { .. }
+            | GetDel(_)
+            | GetEx { .. }
+            | MSet(_)
+            | MSetNx(_)
+            | Del(_)
+            | Unlink(_)
+            | Incr(_)
+            | IncrBy { .. }
+            | Decr(_)
+            | DecrBy { .. }
+            | IncrByFloat { .. }
+            | Append { .. }
+            | SetRange { .. }
+            | Expire { .. }
+            | Persist(_)
+            | FlushAll(_)
+            | FlushDb(_)
+            | VSet { .. } => true,
+            Get(_)
+            | MGet(_)
+            | Exists(_)
+            | StrLen(_)
+            | GetRange { .. }
+            | Type(_)
+            | Ttl(_)
+            | PTtl(_)
+            | VGet(_)
+            | DbSize
+            | Ping(_)
+            | Echo(_)
+            | Hello { .. }
+            | Auth { .. }
+            | Select(_)
+            | Quit
+            | Reset
+            | Info(_)
+            | Multi
+            | Exec
+            | Discard
+            | Watch(_)
+            | Unwatch
+            | ReadOnly
+            | ReadWrite
+            | Cmd::Command(_) => false,
+            Client(_) => false,
+        }
+    }
+}
