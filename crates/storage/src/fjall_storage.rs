@@ -1,0 +1,537 @@
+//! [`Storage`] on fjall, laid out as PaxosLog-as-value.
+//!
+//! Partitions:
+//! * `entities`: key = entity id, value = [`EntityRow`] (applied entry, metadata, retained
+//!   records, and the applied value itself while the entity's only key is the entity id).
+//!   A single-key PaxosKV update is therefore ONE row write.
+//! * `kv`: for entities with other keys, one row per applied key,
+//!   key = u32-BE len(entity) ++ entity ++ user key. Once an entity spills it stays spilled
+//!   until an `Apply { clear: true, .. }` (or snapshot install) makes it inline-able again:
+//!   staying spilled avoids counting keys on every write.
+//! * `node`: node-level metadata.
+//!
+//! Every value carries a version byte and a CRC32C (see `codec`). Writes are serialised by
+//! a mutex (each batch is read-modify-write of rows) and committed as one fjall batch whose
+//! journal write is fdatasync'd before `write_batch` returns.
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+
+use crate::codec::{
+    decode_row, decode_value, encode_row, encode_value, kv_key, kv_prefix, show, EntityRow, KvPlace,
+};
+use crate::format;
+use crate::model::apply_kv;
+use crate::{Apply, EntityImage, EntityUpdate, Snapshot, Storage, StorageError};
+
+const P_ENTITIES: &str = "entities";
+const P_KV: &str = "kv";
+const P_NODE: &str = "node";
+
+/// Below this many free bytes a poisoned engine is reported as [`StorageError::DiskFull`]
+/// (fjall hides the io error of a failed journal sync behind `Poisoned`).
+const LOW_SPACE_BYTES: u64 = 1 << 20;
+
+/// Tuning knobs; the defaults suit a node with a few GiB of RAM.
+#[derive(Debug, Clone)]
+pub struct FjallOptions {
+    /// Block cache size.
+    pub cache_bytes: u64,
+    /// Journal size that triggers memtable flushes (bounds recovery time and disk).
+    pub max_journal_bytes: u64,
+    /// Total memtable size across partitions.
+    pub max_write_buffer_bytes: u64,
+    /// Flush and compaction threads each (the machines have few cores).
+    pub background_workers: usize,
+}
+
+impl Default for FjallOptions {
+    fn default() -> Self {
+        FjallOptions {
+            cache_bytes: 64 << 20,
+            max_journal_bytes: 256 << 20,
+            max_write_buffer_bytes: 64 << 20,
+            background_workers: 1,
+        }
+    }
+}
+
+/// The real, durable engine. See the module docs for the layout.
+pub struct FjallStorage {
+    dir: PathBuf,
+    keyspace: Keyspace,
+    entities: PartitionHandle,
+    kv: PartitionHandle,
+    node: PartitionHandle,
+    /// Serialises read-modify-write batches.
+    write_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for FjallStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FjallStorage")
+            .field("dir", &self.dir)
+            .finish()
+    }
+}
+
+/// An entity being changed by a batch: its row plus what we know of its key/values.
+struct Work {
+    row: EntityRow,
+    kv: WorkKv,
+    /// The entity had rows in `kv` before this batch.
+    disk_spilled: bool,
+    /// Those rows must all be deleted (a clear happened).
+    clear_disk: bool,
+}
+
+enum WorkKv {
+    /// The complete key/value set.
+    Known(BTreeMap<Bytes, Bytes>),
+    /// Spilled entity: only the changes; unchanged keys stay on disk.
+    Partial(BTreeMap<Bytes, Option<Bytes>>),
+}
+
+impl Work {
+    fn from_row(entity: &Bytes, mut row: EntityRow) -> Work {
+        let (kv, disk_spilled) = match std::mem::replace(&mut row.kv, KvPlace::Inline(None)) {
+            KvPlace::Inline(None) => (WorkKv::Known(BTreeMap::new()), false),
+            KvPlace::Inline(Some(v)) => {
+                (WorkKv::Known(BTreeMap::from([(entity.clone(), v)])), false)
+            }
+            KvPlace::Spilled => (WorkKv::Partial(BTreeMap::new()), true),
+        };
+        Work {
+            row,
+            kv,
+            disk_spilled,
+            clear_disk: false,
+        }
+    }
+
+    fn apply(&mut self, a: &Apply) {
+        if a.clear {
+            self.kv = WorkKv::Known(BTreeMap::new());
+            self.clear_disk = self.disk_spilled;
+        }
+        match &mut self.kv {
+            WorkKv::Known(m) => apply_kv(
+                m,
+                &Apply {
+                    clear: false,
+                    ..a.clone()
+                },
+            ),
+            WorkKv::Partial(o) => {
+                for k in &a.deletes {
+                    o.insert(k.clone(), None);
+                }
+                for (k, v) in &a.puts {
+                    o.insert(k.clone(), Some(v.clone()));
+                }
+            }
+        }
+        self.row.applied_entry = a.applied_entry;
+    }
+
+    fn update(&mut self, u: &EntityUpdate) {
+        for (entry, rec) in &u.put_records {
+            self.row.records.insert(*entry, rec.clone());
+        }
+        if let Some(t) = u.trim_below {
+            self.row.records = self.row.records.split_off(&t);
+        }
+        if let Some(a) = &u.apply {
+            self.apply(a);
+        }
+        if let Some(m) = &u.meta {
+            self.row.meta = m.clone();
+        }
+    }
+}
+
+impl FjallStorage {
+    /// Opens (creating if missing or empty) the data directory `dir`.
+    pub fn open(dir: &Path, opts: FjallOptions) -> Result<Self, StorageError> {
+        format::check_or_init(dir)?;
+        let dirb = dir.to_path_buf();
+        let workers = opts.background_workers.max(1);
+        // fjall should never panic on bad files, but a panic here must not take the node
+        // down with it: turn it into an error naming the directory.
+        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<_, StorageError> {
+            let ks = Config::new(dir)
+                .cache_size(opts.cache_bytes)
+                .max_journaling_size(opts.max_journal_bytes)
+                .max_write_buffer_size(opts.max_write_buffer_bytes)
+                .flush_workers(workers)
+                .compaction_workers(workers)
+                .open()
+                .map_err(|e| map_fjall(&dirb, e))?;
+            let part = |name: &str| {
+                ks.open_partition(name, PartitionCreateOptions::default())
+                    .map_err(|e| map_fjall(&dirb.join("partitions").join(name), e))
+            };
+            let entities = part(P_ENTITIES)?;
+            let kv = part(P_KV)?;
+            let node = part(P_NODE)?;
+            Ok((ks, entities, kv, node))
+        }));
+        let (keyspace, entities, kv, node) = match opened {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(StorageError::Corrupt {
+                    what: dir.display().to_string(),
+                    detail: "storage engine panicked while opening (corrupt files?)".into(),
+                })
+            }
+        };
+        Ok(FjallStorage {
+            dir: dir.to_path_buf(),
+            keyspace,
+            entities,
+            kv,
+            node,
+            write_lock: Mutex::new(()),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn err(&self, e: fjall::Error) -> StorageError {
+        map_fjall(&self.dir, e)
+    }
+
+    fn lerr(&self, e: fjall::LsmError) -> StorageError {
+        map_fjall(&self.dir, fjall::Error::Storage(e))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic in another writer leaves nothing inconsistent.
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn read_row(&self, entity: &[u8]) -> Result<Option<EntityRow>, StorageError> {
+        match self.entities.get(entity).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => decode_row(&v, || row_what(entity)).map(Some),
+        }
+    }
+
+    /// Keys (full kv-partition keys) currently on disk for a spilled entity.
+    fn disk_kv_keys(&self, entity: &[u8]) -> Result<Vec<fjall::UserKey>, StorageError> {
+        self.kv
+            .prefix(kv_prefix(entity))
+            .map(|r| r.map(|(k, _)| k).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    /// Turns finished works into one fjall batch, commits it and fdatasyncs the journal.
+    fn commit(&self, works: BTreeMap<Bytes, Work>) -> Result<(), StorageError> {
+        let mut batch = self
+            .keyspace
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        for (entity, mut w) in works {
+            let known_inline = |m: &BTreeMap<Bytes, Bytes>| {
+                m.is_empty() || (m.len() == 1 && m.contains_key(&entity))
+            };
+            match w.kv {
+                WorkKv::Known(m) if known_inline(&m) => {
+                    if w.disk_spilled {
+                        for k in self.disk_kv_keys(&entity)? {
+                            batch.remove(&self.kv, k);
+                        }
+                    }
+                    w.row.kv = KvPlace::Inline(m.get(&entity).cloned());
+                }
+                WorkKv::Known(m) => {
+                    if w.clear_disk {
+                        let prefix_len = kv_prefix(&entity).len();
+                        for k in self.disk_kv_keys(&entity)? {
+                            if !m.contains_key(&k[prefix_len..]) {
+                                batch.remove(&self.kv, k);
+                            }
+                        }
+                    }
+                    for (k, v) in &m {
+                        batch.insert(&self.kv, kv_key(&entity, k), encode_value(v));
+                    }
+                    w.row.kv = KvPlace::Spilled;
+                }
+                WorkKv::Partial(o) => {
+                    for (k, op) in &o {
+                        match op {
+                            Some(v) => batch.insert(&self.kv, kv_key(&entity, k), encode_value(v)),
+                            None => batch.remove(&self.kv, kv_key(&entity, k)),
+                        }
+                    }
+                    w.row.kv = KvPlace::Spilled;
+                }
+            }
+            batch.insert(&self.entities, entity.to_vec(), encode_row(&w.row));
+        }
+        batch.commit().map_err(|e| self.err(e))
+    }
+
+    fn work_for<'a>(
+        &self,
+        works: &'a mut BTreeMap<Bytes, Work>,
+        entity: &Bytes,
+    ) -> Result<&'a mut Work, StorageError> {
+        if !works.contains_key(entity) {
+            let row = self.read_row(entity)?.unwrap_or_default();
+            works.insert(entity.clone(), Work::from_row(entity, row));
+        }
+        works.get_mut(entity).ok_or(StorageError::Closed)
+    }
+}
+
+fn row_what(entity: &[u8]) -> String {
+    format!("partition {P_ENTITIES}, entity \"{}\"", show(entity))
+}
+
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Maps a fjall error to a typed error naming `path`.
+fn map_fjall(path: &Path, e: fjall::Error) -> StorageError {
+    use fjall::Error as F;
+    use fjall::LsmError as L;
+    match e {
+        F::Io(io) | F::Storage(L::Io(io)) => StorageError::io(path, io),
+        F::Poisoned => match free_bytes(path) {
+            Some(free) if free < LOW_SPACE_BYTES => StorageError::DiskFull {
+                path: path.to_path_buf(),
+                detail: format!("journal sync failed with {free} bytes free"),
+            },
+            _ => StorageError::Poisoned {
+                path: path.to_path_buf(),
+            },
+        },
+        F::InvalidVersion(v) => StorageError::UnsupportedFormat {
+            dir: path.to_path_buf(),
+            found: format!("fjall version {v:?}"),
+            supported: format::FORMAT_VERSION,
+        },
+        e @ (F::Decode(_) | F::JournalRecovery(_) | F::Storage(_)) => StorageError::Corrupt {
+            what: path.display().to_string(),
+            detail: format!("{e:?}"),
+        },
+        other => StorageError::Engine {
+            path: path.to_path_buf(),
+            detail: format!("{other:?}"),
+        },
+    }
+}
+
+impl Storage for FjallStorage {
+    fn load(&self, entity: &[u8]) -> Result<EntityImage, StorageError> {
+        // One instant for both partitions, so a concurrent batch is seen whole or not at all.
+        let instant = self.keyspace.instant();
+        let ents = self.entities.snapshot_at(instant);
+        let Some(raw) = ents.get(entity).map_err(|e| self.lerr(e))? else {
+            return Ok(EntityImage::default());
+        };
+        let row = decode_row(&raw, || row_what(entity))?;
+        let kv = match row.kv {
+            KvPlace::Inline(None) => Vec::new(),
+            KvPlace::Inline(Some(v)) => vec![(Bytes::copy_from_slice(entity), v)],
+            KvPlace::Spilled => {
+                let prefix = kv_prefix(entity);
+                let kvs = self.kv.snapshot_at(instant);
+                let mut out = Vec::new();
+                for item in kvs.prefix(&prefix) {
+                    let (k, v) = item.map_err(|e| self.lerr(e))?;
+                    let user_key = Bytes::copy_from_slice(&k[prefix.len()..]);
+                    let v = decode_value(&v, || {
+                        format!(
+                            "partition {P_KV}, entity \"{}\", key \"{}\"",
+                            show(entity),
+                            show(&user_key)
+                        )
+                    })?;
+                    out.push((user_key, v));
+                }
+                out
+            }
+        };
+        Ok(EntityImage {
+            records: row.records.into_iter().collect(),
+            applied_entry: row.applied_entry,
+            kv,
+            meta: row.meta,
+        })
+    }
+
+    fn write_batch(&self, batch: &[EntityUpdate]) -> Result<(), StorageError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let _g = self.lock();
+        let mut works = BTreeMap::new();
+        for u in batch {
+            self.work_for(&mut works, &u.entity)?.update(u);
+        }
+        self.commit(works)
+    }
+
+    fn read_record(&self, entity: &[u8], entry: u64) -> Result<Option<Bytes>, StorageError> {
+        Ok(self
+            .read_row(entity)?
+            .and_then(|mut r| r.records.remove(&entry)))
+    }
+
+    fn snapshot(&self, entity: &[u8]) -> Result<Snapshot, StorageError> {
+        let img = self.load(entity)?;
+        Ok(Snapshot {
+            applied_entry: img.applied_entry,
+            kv: img.kv,
+        })
+    }
+
+    fn install_snapshot(&self, entity: &[u8], snap: &Snapshot) -> Result<(), StorageError> {
+        let _g = self.lock();
+        let entity = Bytes::copy_from_slice(entity);
+        let mut works = BTreeMap::new();
+        let w = self.work_for(&mut works, &entity)?;
+        w.apply(&Apply {
+            applied_entry: snap.applied_entry,
+            clear: true,
+            puts: snap.kv.clone(),
+            deletes: Vec::new(),
+        });
+        w.row.records = match snap.applied_entry.checked_add(1) {
+            Some(first_kept) => w.row.records.split_off(&first_kept),
+            None => BTreeMap::new(),
+        };
+        self.commit(works)
+    }
+
+    fn for_each_entity(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), StorageError> {
+        for k in self.entities.keys() {
+            let k = k.map_err(|e| self.err(e))?;
+            if !f(&k) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn disk_usage(&self) -> Result<u64, StorageError> {
+        Ok(self.keyspace.disk_space())
+    }
+
+    fn get_node_meta(&self, key: &str) -> Result<Option<Bytes>, StorageError> {
+        match self.node.get(key).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(v) => decode_value(&v, || {
+                format!("partition {P_NODE}, key \"{}\"", show(key.as_bytes()))
+            })
+            .map(Some),
+        }
+    }
+
+    fn put_node_meta(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        let _g = self.lock();
+        let mut batch = self
+            .keyspace
+            .batch()
+            .durability(Some(PersistMode::SyncData));
+        batch.insert(&self.node, key, encode_value(value));
+        batch.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn format_file_is_created_and_checked() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        drop(FjallStorage::open(&dir, FjallOptions::default()).unwrap());
+        assert!(dir.join(format::FORMAT_FILE).exists());
+        format::write_version(&dir, format::FORMAT_VERSION + 1).unwrap();
+        match FjallStorage::open(&dir, FjallOptions::default()) {
+            Err(StorageError::UnsupportedFormat { dir: d2, found, .. }) => {
+                assert_eq!(d2, dir);
+                assert_eq!(found, (format::FORMAT_VERSION + 1).to_string());
+            }
+            other => panic!("expected UnsupportedFormat, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn foreign_non_empty_directory_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("something"), b"x").unwrap();
+        let err = FjallStorage::open(d.path(), FjallOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, StorageError::UnsupportedFormat { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn single_key_entity_is_one_row() {
+        let d = tempfile::tempdir().unwrap();
+        let s = FjallStorage::open(d.path(), FjallOptions::default()).unwrap();
+        let mut u = EntityUpdate::new("k");
+        u.apply = Some(Apply {
+            applied_entry: 1,
+            puts: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v"))],
+            ..Default::default()
+        });
+        s.write_batch(&[u]).unwrap();
+        assert_eq!(
+            s.kv.iter().count(),
+            0,
+            "inline value must not touch the kv partition"
+        );
+        assert_eq!(s.entities.iter().count(), 1);
+        // A second key spills both into the kv partition...
+        let mut u = EntityUpdate::new("k");
+        u.apply = Some(Apply {
+            applied_entry: 2,
+            puts: vec![(Bytes::from_static(b"k2"), Bytes::from_static(b"v2"))],
+            ..Default::default()
+        });
+        s.write_batch(&[u]).unwrap();
+        assert_eq!(s.kv.iter().count(), 2);
+        // ...and a clear back to the single key brings it inline again.
+        let mut u = EntityUpdate::new("k");
+        u.apply = Some(Apply {
+            applied_entry: 3,
+            clear: true,
+            puts: vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v3"))],
+            ..Default::default()
+        });
+        s.write_batch(&[u]).unwrap();
+        assert_eq!(s.kv.iter().count(), 0);
+        let img = s.load(b"k").unwrap();
+        assert_eq!(
+            img.kv,
+            vec![(Bytes::from_static(b"k"), Bytes::from_static(b"v3"))]
+        );
+        assert_eq!(img.applied_entry, 3);
+    }
+}
