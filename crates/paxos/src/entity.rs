@@ -1,0 +1,963 @@
+//! One entity's Paxos log as a sans-IO state machine.
+//!
+//! # Calling protocol
+//!
+//! Inputs: [`Entity::write`], [`Entity::read`], [`Entity::handle_message`],
+//! [`Entity::persisted`] and [`Entity::handle_timeout`], each with the caller's `now`
+//! in milliseconds. After every input, drain [`Entity::poll_event`] until it returns
+//! `None`, acting on each event in order, then re-arm a timer from
+//! [`Entity::poll_timeout`].
+//!
+//! * `Event::Persist { seq, .. }`: write the records durably (group-commit freely),
+//!   then call `persisted(seq)`. Persists of one entity must complete in `seq` order.
+//! * `Event::Send(msg)`: hand to the network; loss is tolerated.
+//! * `Event::Apply { .. }`: the entity's state is now this chosen value. Values are
+//!   whole states (PaxosLog-as-value), so applying may skip entries.
+//! * `Event::Done { token, outcome }`: the command `token` finished.
+//!
+//! # Invariants kept here
+//!
+//! * Persist before send: a message that shows a local record is released only after
+//!   the persist that contains that record is reported durable (`held`).
+//! * An entry counts as chosen for the entity (apply, `max_chosen`, pre-authorisation,
+//!   client answers) only once its chosen record is durable locally.
+//! * Writes and reads only target `applied + 1`; a record at `e` anywhere implies
+//!   `e - 1` is chosen.
+//! * Memory is bounded: entries below `applied` are dropped, entries beyond
+//!   `applied + AHEAD` are never created, held messages are coalesced per (peer, entry).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::entry::{quorum, EntryView, Status};
+use crate::message::{Kind, Message};
+use crate::record::{EntryId, InvalidRecord, NodeId, Record};
+use crate::rng::Rng;
+
+/// How far beyond `applied` a node takes part in entries. Further entries are only
+/// used to learn that it must catch up (not voting is always safe).
+const AHEAD: EntryId = 16;
+/// Cap on the retry back-off multiplier (2^4).
+const MAX_BACKOFF_SHIFT: u32 = 4;
+
+/// An effect the runtime must carry out, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Make these records durable, then call [`Entity::persisted`] with `seq`.
+    /// Records of entries below `trim_below` are obsolete and may be deleted.
+    Persist {
+        seq: u64,
+        records: Vec<(EntryId, Record)>,
+        trim_below: EntryId,
+    },
+    /// Send this message to `msg.to`.
+    Send(Message),
+    /// The entity's state is now the chosen value of `entry`.
+    Apply {
+        entry: EntryId,
+        value_id: u64,
+        value: Bytes,
+        request_ids: Vec<u64>,
+    },
+    /// A command finished.
+    Done { token: u64, outcome: Outcome },
+}
+
+/// How a command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The write's value was chosen at `entry` (applied before this event).
+    Written { entry: EntryId },
+    /// Another value was chosen at `entry`; the write did not happen there and will
+    /// not happen later. Retry with a value computed from the new state.
+    Lost { entry: EntryId },
+    /// The entity jumped past `entry` by a snapshot before this write's fate was
+    /// learnt: it may or may not have happened (check request ids in the state).
+    Superseded { entry: EntryId },
+    /// The applied state (at `entry`) was current when the read started.
+    ReadOk { entry: EntryId },
+    /// The deadline passed; a write may or may not have happened.
+    Timeout,
+}
+
+/// Another command is in flight on this entity; queue and retry after its `Done`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Busy;
+
+/// A durable record could not be used at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RestoreError {
+    Invalid { entry: EntryId, why: InvalidRecord },
+    NotOwnBallot { entry: EntryId },
+}
+
+impl std::fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Invalid { entry, why } => write!(f, "invalid record at entry {entry}: {why:?}"),
+            Self::NotOwnBallot { entry } => {
+                write!(
+                    f,
+                    "record at entry {entry} prepared a ballot of another acceptor"
+                )
+            }
+        }
+    }
+}
+impl std::error::Error for RestoreError {}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    view: EntryView,
+    /// The local record changed during the current input and must be persisted.
+    dirty: bool,
+    /// Sequence number of the last persist that carries the local record.
+    persisted_seq: u64,
+    /// Sequence number of the persist that carries the chosen flag.
+    chosen_seq: Option<u64>,
+    durably_chosen: bool,
+    /// Earliest time for the next catch-up message about this entry.
+    catchup_at: u64,
+}
+
+impl Slot {
+    fn new(cfg: &Config) -> Self {
+        Self {
+            view: EntryView::new(cfg.me, cfg.n),
+            dirty: false,
+            persisted_seq: 0,
+            chosen_seq: None,
+            durably_chosen: false,
+            catchup_at: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum OpKind {
+    Write {
+        value: Bytes,
+        request_ids: Vec<u64>,
+    },
+    Read {
+        read_id: u64,
+        empties: u8,
+        probing: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct Op {
+    token: u64,
+    kind: OpKind,
+    deadline: u64,
+    /// The entry this command currently works on.
+    entry: Option<EntryId>,
+    /// Value ids this command proposed at `entry` (its value keeps the first id it got).
+    ids: Vec<u64>,
+    retry_at: u64,
+    attempt: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Intent {
+    /// Send my record (and my view of `to`) for `entry`.
+    Sync {
+        to: NodeId,
+        entry: EntryId,
+        catchup: bool,
+    },
+    /// Sync to every peer not known to have the entry chosen.
+    Broadcast { entry: EntryId },
+    /// A record-less answer or probe.
+    Bare {
+        to: NodeId,
+        entry: EntryId,
+        kind: Kind,
+        read_id: u64,
+    },
+}
+
+/// One entity's replicated log at one replica. See the module docs for the protocol.
+#[derive(Clone, Debug)]
+pub struct Entity {
+    cfg: Config,
+    slots: BTreeMap<EntryId, Slot>,
+    /// Highest entry whose (durably) chosen value is the entity's state.
+    applied: EntryId,
+    /// Highest entry known chosen, here or at any peer.
+    max_chosen: EntryId,
+    /// This node may fast-propose at `pre_auth + 1`.
+    pre_auth: Option<EntryId>,
+    /// The peer asked by catch-up (the one last seen ahead).
+    active_peer: NodeId,
+    op: Option<Op>,
+    persist_seq: u64,
+    durable_seq: u64,
+    held: Vec<(u64, Message)>,
+    intents: Vec<Intent>,
+    events: VecDeque<Event>,
+    rng: Rng,
+}
+
+impl Entity {
+    /// A fresh entity with no durable state. Acceptor 0 holds pre-authorisation for
+    /// entry 1.
+    pub fn new(cfg: Config, seed: u64) -> Self {
+        let active_peer = (cfg.me + 1) % cfg.n;
+        let pre_auth = (cfg.me == 0).then_some(0);
+        Self {
+            cfg,
+            slots: BTreeMap::new(),
+            applied: 0,
+            max_chosen: 0,
+            pre_auth,
+            active_peer,
+            op: None,
+            persist_seq: 0,
+            durable_seq: 0,
+            held: Vec::new(),
+            intents: Vec::new(),
+            events: VecDeque::new(),
+            rng: Rng::new(seed),
+        }
+    }
+
+    /// Rebuild from the durable records (any order). Emits `Apply` for the latest
+    /// chosen entry so the runtime learns the state.
+    pub fn restore(
+        cfg: Config,
+        seed: u64,
+        records: Vec<(EntryId, Record)>,
+    ) -> Result<Self, RestoreError> {
+        let mut e = Self::new(cfg, seed);
+        let mut max_entry = 0;
+        for (entry, rec) in records {
+            rec.validate()
+                .map_err(|why| RestoreError::Invalid { entry, why })?;
+            if rec.elided {
+                return Err(RestoreError::Invalid {
+                    entry,
+                    why: InvalidRecord::ElidedWithoutId,
+                });
+            }
+            if rec.prepared > 0
+                && crate::record::ballot_owner(rec.prepared, e.cfg.n) != Some(e.cfg.me)
+            {
+                return Err(RestoreError::NotOwnBallot { entry });
+            }
+            max_entry = max_entry.max(entry);
+            let mut slot = Slot::new(&e.cfg);
+            slot.durably_chosen = rec.chosen;
+            slot.view = EntryView::from_local(e.cfg.me, e.cfg.n, rec);
+            if slot.durably_chosen && entry > e.applied {
+                e.applied = entry;
+            }
+            e.slots.insert(entry, slot);
+        }
+        // A record at `max_entry` exists only if `max_entry - 1` was chosen.
+        e.max_chosen = e.applied.max(max_entry.saturating_sub(1));
+        let applied = e.applied;
+        e.slots.retain(|&k, _| k >= applied);
+        if applied > 0 {
+            e.pre_auth = None;
+            if let Some(slot) = e.slots.get(&applied) {
+                let l = slot.view.local().clone();
+                if l.accepted == l.prepared && l.accepted > 0 {
+                    e.pre_auth = Some(applied);
+                }
+                e.events.push_back(Event::Apply {
+                    entry: applied,
+                    value_id: l.value_id,
+                    value: l.value,
+                    request_ids: l.request_ids,
+                });
+            }
+        }
+        Ok(e)
+    }
+
+    // ---- getters -------------------------------------------------------------------
+
+    /// Highest entry whose chosen value is the current state.
+    pub fn applied(&self) -> EntryId {
+        self.applied
+    }
+    /// Highest entry known chosen anywhere.
+    pub fn max_chosen(&self) -> EntryId {
+        self.max_chosen
+    }
+    /// No command in flight.
+    pub fn is_idle(&self) -> bool {
+        self.op.is_none()
+    }
+    /// Nothing waits for I/O or a peer: safe to evict from memory.
+    pub fn is_quiescent(&self) -> bool {
+        self.op.is_none()
+            && self.held.is_empty()
+            && self.durable_seq == self.persist_seq
+            && self.applied == self.max_chosen
+    }
+    /// The local record of `entry`, if it is in memory.
+    pub fn local_record(&self, entry: EntryId) -> Option<&Record> {
+        self.slots.get(&entry).map(|s| s.view.local())
+    }
+    /// The entry status of `entry`, if it is in memory.
+    pub fn status(&self, entry: EntryId) -> Option<Status> {
+        self.slots.get(&entry).map(|s| s.view.status())
+    }
+    /// Entry at which this node may use the fast path next.
+    pub fn pre_authorised_entry(&self) -> Option<EntryId> {
+        self.pre_auth.map(|e| e + 1)
+    }
+    /// Approximate memory held, for cache accounting.
+    pub fn size(&self) -> usize {
+        let slots: usize = self
+            .slots
+            .values()
+            .map(|s| (0..self.cfg.n).map(|p| s.view.get(p).size()).sum::<usize>())
+            .sum();
+        128 + slots + self.held.iter().map(|(_, m)| m.size()).sum::<usize>()
+    }
+
+    // ---- commands ------------------------------------------------------------------
+
+    /// Propose `value` (the entity's whole new state) at `applied + 1`.
+    /// Ends with `Written`, `Lost`, `Superseded` or `Timeout`.
+    pub fn write(
+        &mut self,
+        now: u64,
+        token: u64,
+        value: Bytes,
+        request_ids: Vec<u64>,
+        deadline: u64,
+    ) -> Result<(), Busy> {
+        if self.op.is_some() {
+            return Err(Busy);
+        }
+        self.op = Some(Op {
+            token,
+            kind: OpKind::Write { value, request_ids },
+            deadline,
+            entry: None,
+            ids: Vec::new(),
+            retry_at: now,
+            attempt: 0,
+        });
+        self.drive(now);
+        self.flush();
+        Ok(())
+    }
+
+    /// Linearizable read: ends with `ReadOk { entry }` once a majority showed entry
+    /// `applied + 1` empty (the state at `entry` is current), or `Timeout`.
+    pub fn read(&mut self, now: u64, token: u64, deadline: u64) -> Result<(), Busy> {
+        if self.op.is_some() {
+            return Err(Busy);
+        }
+        self.op = Some(Op {
+            token,
+            kind: OpKind::Read {
+                read_id: 0,
+                empties: 0,
+                probing: false,
+            },
+            deadline,
+            entry: None,
+            ids: Vec::new(),
+            retry_at: now,
+            attempt: 0,
+        });
+        self.drive(now);
+        self.flush();
+        Ok(())
+    }
+
+    // ---- inputs --------------------------------------------------------------------
+
+    /// A message from a peer.
+    pub fn handle_message(&mut self, now: u64, mut msg: Message) {
+        let (me, n) = (self.cfg.me, self.cfg.n);
+        if msg.to != me || msg.from == me || msg.from >= n {
+            return;
+        }
+        let from = msg.from;
+        if msg.max_chosen > self.max_chosen {
+            self.max_chosen = msg.max_chosen;
+            self.active_peer = from;
+        }
+        match msg.kind {
+            Kind::CheckEmpty => self.answer_probe(from, msg.entry, msg.read_id),
+            Kind::Empty => self.on_empty(now, from, msg.entry, msg.read_id),
+            Kind::Behind => self.on_behind(now, msg.entry, msg.read_id),
+            Kind::Sync => self.on_sync(&mut msg),
+        }
+        self.drive(now);
+        self.try_catchup(now);
+        self.flush();
+    }
+
+    /// The persist `seq` (and every earlier one) is durable.
+    pub fn persisted(&mut self, now: u64, seq: u64) {
+        if seq <= self.durable_seq {
+            return;
+        }
+        self.durable_seq = seq.min(self.persist_seq);
+        let durable = self.durable_seq;
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].0 <= durable {
+                let (_, msg) = self.held.remove(i);
+                self.events.push_back(Event::Send(msg));
+            } else {
+                i += 1;
+            }
+        }
+        let newly: Vec<EntryId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.durably_chosen && s.chosen_seq.is_some_and(|c| c <= durable))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in newly {
+            self.on_durably_chosen(now, e);
+        }
+        self.drive(now);
+        self.try_catchup(now);
+        self.flush();
+    }
+
+    /// Timers: command deadlines, proposer retries, catch-up re-sends.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if let Some(op) = &self.op {
+            if op.deadline <= now {
+                let token = op.token;
+                self.op = None;
+                self.events.push_back(Event::Done {
+                    token,
+                    outcome: Outcome::Timeout,
+                });
+            } else if op.entry.is_some() && op.retry_at <= now {
+                self.retry(now);
+            }
+        }
+        self.drive(now);
+        self.try_catchup(now);
+        self.flush();
+    }
+
+    /// The next event to act on.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The earliest time `handle_timeout` has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t: Option<u64> = None;
+        let mut min = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(op) = &self.op {
+            min(op.deadline);
+            if op.entry.is_some() {
+                min(op.retry_at);
+            }
+        }
+        if self.applied < self.max_chosen {
+            let hi = self.max_chosen.min(self.applied + self.cfg.catchup_window);
+            for (_, s) in self.slots.range(self.applied + 1..=hi) {
+                if !s.view.is_chosen() {
+                    min(s.catchup_at);
+                }
+            }
+            if self.slots.range(self.applied + 1..=hi).next().is_none() {
+                min(0);
+            }
+        }
+        t
+    }
+
+    // ---- message handling ----------------------------------------------------------
+
+    fn answer_probe(&mut self, from: NodeId, entry: EntryId, read_id: u64) {
+        if entry <= self.max_chosen {
+            self.intents.push(Intent::Bare {
+                to: from,
+                entry,
+                kind: Kind::Behind,
+                read_id,
+            });
+        } else if self
+            .slots
+            .get(&entry)
+            .is_some_and(|s| !s.view.local().is_empty())
+        {
+            // Not empty here: show my record; the reader folds it and fails its check.
+            self.intents.push(Intent::Sync {
+                to: from,
+                entry,
+                catchup: false,
+            });
+        } else {
+            // Records only grow, so an empty record in memory is empty on disk too.
+            self.intents.push(Intent::Bare {
+                to: from,
+                entry,
+                kind: Kind::Empty,
+                read_id,
+            });
+        }
+    }
+
+    fn on_empty(&mut self, now: u64, from: NodeId, entry: EntryId, read_id: u64) {
+        let q = quorum(self.cfg.n);
+        let applied = self.applied;
+        let local_empty = self
+            .slots
+            .get(&entry)
+            .is_none_or(|s| s.view.local().is_empty());
+        let Some(op) = &mut self.op else { return };
+        let OpKind::Read {
+            read_id: rid,
+            empties,
+            probing,
+        } = &mut op.kind
+        else {
+            return;
+        };
+        if !*probing || *rid != read_id || op.entry != Some(entry) {
+            return;
+        }
+        if entry != applied + 1 || !local_empty || self.max_chosen > applied {
+            // Something moved: start over at the new position.
+            *probing = false;
+            op.entry = None;
+            op.retry_at = now;
+            return;
+        }
+        *empties |= 1 << from;
+        if empties.count_ones() as usize >= q {
+            let token = op.token;
+            self.op = None;
+            self.events.push_back(Event::Done {
+                token,
+                outcome: Outcome::ReadOk { entry: applied },
+            });
+        }
+    }
+
+    fn on_behind(&mut self, now: u64, entry: EntryId, read_id: u64) {
+        if let Some(op) = &mut self.op {
+            if let OpKind::Read {
+                read_id: rid,
+                probing,
+                ..
+            } = &mut op.kind
+            {
+                if *probing && *rid == read_id && op.entry == Some(entry) {
+                    *probing = false;
+                    op.entry = None;
+                    op.retry_at = now;
+                }
+            }
+        }
+    }
+
+    fn on_sync(&mut self, msg: &mut Message) {
+        let from = msg.from;
+        let x = msg.entry;
+        if x < self.applied
+            || (x == self.applied && self.slots.get(&x).is_some_and(|s| s.durably_chosen))
+        {
+            // Decided and (maybe) trimmed here: answer with my latest chosen entry, which
+            // is also the snapshot of the whole entity (PaxosLog-as-value).
+            if !msg.sender.chosen || x < self.applied {
+                self.intents.push(Intent::Sync {
+                    to: from,
+                    entry: self.applied,
+                    catchup: msg.catchup,
+                });
+            }
+            return;
+        }
+        if x > self.applied + AHEAD && !msg.sender.chosen {
+            // Too far ahead to vote on; the header already told us to catch up. A chosen
+            // record is still taken: it is a snapshot that lets this node jump.
+            return;
+        }
+        let slot = self.slots.entry(x).or_insert_with(|| Slot::new(&self.cfg));
+        let mut rec = std::mem::take(&mut msg.sender);
+        if !slot.view.restore(&mut rec) {
+            // The value named by id is gone here: drop rather than fold a hollow record.
+            return;
+        }
+        let old_local = slot.view.local().clone();
+        let old_status = slot.view.status();
+        if slot.view.fold(from, rec).is_err() {
+            return;
+        }
+        let mut broadcast = false;
+        if slot.view.status() == Status::MajorityPromise && slot.view.accept_eligible() {
+            self.accept_at(x);
+            broadcast = true;
+        }
+        let slot = self.slots.get_mut(&x).expect("slot inserted above");
+        let local = slot.view.local();
+        let changed = *local != old_local;
+        let need_sync =
+            local.is_newer_than(&msg.receiver) || (local.chosen && !msg.receiver.chosen);
+        if changed {
+            slot.dirty = true;
+        }
+        let newly_chosen = slot.view.is_chosen() && old_status != Status::Chosen;
+        if broadcast || newly_chosen {
+            self.intents.push(Intent::Broadcast { entry: x });
+        } else if need_sync {
+            self.intents.push(Intent::Sync {
+                to: from,
+                entry: x,
+                catchup: false,
+            });
+        }
+    }
+
+    /// Phase 2 at `entry`: the command's value if it targets this entry, else a no-op
+    /// (the highest accepted value in the view wins in either case).
+    fn accept_at(&mut self, entry: EntryId) {
+        let Some(slot) = self.slots.get_mut(&entry) else {
+            return;
+        };
+        let ballot = slot.view.local().promised as u64;
+        let (value, reqs) = match &self.op {
+            Some(Op {
+                kind: OpKind::Write { value, request_ids },
+                entry: Some(e),
+                ..
+            }) if *e == entry => (value.clone(), request_ids.clone()),
+            _ => (Bytes::new(), Vec::new()),
+        };
+        if slot.view.accept(ballot, value, reqs).is_ok() {
+            slot.dirty = true;
+        }
+    }
+
+    // ---- proposer ------------------------------------------------------------------
+
+    /// Start (or restart) the command at the current position if it has none.
+    fn drive(&mut self, now: u64) {
+        let Some(op) = &self.op else { return };
+        if op.entry.is_some() || op.retry_at > now {
+            return;
+        }
+        if self.applied < self.max_chosen {
+            return; // catch up first
+        }
+        let e = self.applied + 1;
+        let is_read = matches!(op.kind, OpKind::Read { .. });
+        let slot = self.slots.entry(e).or_insert_with(|| Slot::new(&self.cfg));
+        if slot.view.is_chosen() {
+            return; // waiting for the chosen record to be durable
+        }
+        if is_read && slot.view.local().is_empty() {
+            let read_id = self.rng.next_u64();
+            let delay = self.backoff(self.op.as_ref().map_or(0, |o| o.attempt));
+            let me = self.cfg.me;
+            let op = self.op.as_mut().expect("checked above");
+            op.kind = OpKind::Read {
+                read_id,
+                empties: 1 << me,
+                probing: true,
+            };
+            op.entry = Some(e);
+            op.retry_at = now + delay;
+            for p in self.peers() {
+                self.intents.push(Intent::Bare {
+                    to: p,
+                    entry: e,
+                    kind: Kind::CheckEmpty,
+                    read_id,
+                });
+            }
+            return;
+        }
+        // A write, or a read that finds the next entry in progress: propose there.
+        let fast = !is_read
+            && self.cfg.pre_auth
+            && self.pre_auth == Some(self.applied)
+            && slot.view.local().promised == 0;
+        let Ok(ballot) = slot.view.promise(fast) else {
+            return;
+        };
+        slot.dirty = true;
+        if fast {
+            if let Some(Op {
+                kind: OpKind::Write { value, request_ids },
+                ..
+            }) = &self.op
+            {
+                let _ = slot
+                    .view
+                    .accept(ballot as u64, value.clone(), request_ids.clone());
+            }
+        }
+        let delay = self.backoff(self.op.as_ref().map_or(0, |o| o.attempt));
+        let op = self.op.as_mut().expect("checked above");
+        op.entry = Some(e);
+        op.ids.push(ballot as u64);
+        op.retry_at = now + delay;
+        if let OpKind::Read { probing, .. } = &mut op.kind {
+            *probing = false;
+        }
+        self.intents.push(Intent::Broadcast { entry: e });
+        // With the fast path a majority may already be known (n = 1 is not allowed).
+        if !fast {
+            let slot = self.slots.get_mut(&e).expect("slot exists");
+            if slot.view.status() == Status::MajorityPromise && slot.view.accept_eligible() {
+                self.accept_at(e);
+            }
+        }
+    }
+
+    /// The command's entry did not decide in time: prepare again with a higher number.
+    fn retry(&mut self, now: u64) {
+        let Some(op) = self.op.as_mut() else { return };
+        op.attempt = op.attempt.saturating_add(1);
+        let Some(e) = op.entry else { return };
+        if let OpKind::Read { probing: true, .. } = op.kind {
+            op.entry = None;
+            op.retry_at = now;
+            return;
+        }
+        if e != self.applied + 1 {
+            op.entry = None;
+            op.retry_at = now;
+            return;
+        }
+        let attempt = op.attempt;
+        let delay = self.backoff(attempt);
+        let Some(slot) = self.slots.get_mut(&e) else {
+            if let Some(op) = self.op.as_mut() {
+                op.entry = None;
+            }
+            return;
+        };
+        if slot.view.is_chosen() {
+            return;
+        }
+        if let Ok(ballot) = slot.view.promise(false) {
+            slot.dirty = true;
+            let op = self.op.as_mut().expect("checked above");
+            op.ids.push(ballot as u64);
+            op.retry_at = now + delay;
+            self.intents.push(Intent::Broadcast { entry: e });
+        }
+    }
+
+    fn backoff(&mut self, attempt: u32) -> u64 {
+        let base = self.cfg.retry_ms << attempt.min(MAX_BACKOFF_SHIFT);
+        base + self.rng.below(base)
+    }
+
+    fn on_durably_chosen(&mut self, now: u64, e: EntryId) {
+        let Some(slot) = self.slots.get_mut(&e) else {
+            return;
+        };
+        slot.durably_chosen = true;
+        let l = slot.view.local().clone();
+        self.max_chosen = self.max_chosen.max(e);
+        if l.accepted == l.prepared && l.accepted > 0 {
+            self.pre_auth = Some(self.pre_auth.map_or(e, |p| p.max(e)));
+        }
+        if e <= self.applied {
+            return;
+        }
+        self.applied = e;
+        self.events.push_back(Event::Apply {
+            entry: e,
+            value_id: l.value_id,
+            value: l.value.clone(),
+            request_ids: l.request_ids.clone(),
+        });
+        self.slots.retain(|&k, _| k >= e);
+        let Some(op) = self.op.as_mut() else { return };
+        let Some(target) = op.entry else { return };
+        if target > e {
+            return;
+        }
+        match op.kind {
+            OpKind::Write { .. } => {
+                let outcome = if target < e {
+                    Outcome::Superseded { entry: target }
+                } else if op.ids.contains(&l.value_id) {
+                    Outcome::Written { entry: e }
+                } else {
+                    Outcome::Lost { entry: e }
+                };
+                let token = op.token;
+                self.op = None;
+                self.events.push_back(Event::Done { token, outcome });
+            }
+            OpKind::Read { .. } => {
+                op.entry = None;
+                op.ids.clear();
+                op.retry_at = now;
+            }
+        }
+    }
+
+    // ---- catch-up ------------------------------------------------------------------
+
+    fn try_catchup(&mut self, now: u64) {
+        if self.applied >= self.max_chosen {
+            return;
+        }
+        let hi = self.max_chosen.min(self.applied + self.cfg.catchup_window);
+        let mut rotate = false;
+        for e in self.applied + 1..=hi {
+            let slot = self.slots.entry(e).or_insert_with(|| Slot::new(&self.cfg));
+            if slot.view.is_chosen() || slot.catchup_at > now {
+                continue;
+            }
+            rotate |= slot.catchup_at > 0;
+            slot.catchup_at = now + self.cfg.catchup_ms;
+            self.intents.push(Intent::Sync {
+                to: self.active_peer,
+                entry: e,
+                catchup: true,
+            });
+        }
+        if rotate {
+            // The peer did not answer in time: ask another one next time.
+            let mut p = (self.active_peer + 1) % self.cfg.n;
+            if p == self.cfg.me {
+                p = (p + 1) % self.cfg.n;
+            }
+            self.active_peer = p;
+        }
+    }
+
+    // ---- output --------------------------------------------------------------------
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> {
+        let me = self.cfg.me;
+        (0..self.cfg.n).filter(move |&p| p != me)
+    }
+
+    /// Emit the persist for this input, then turn intents into messages, holding those
+    /// that show a record not yet durable.
+    fn flush(&mut self) {
+        let dirty: Vec<EntryId> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(&e, _)| e)
+            .collect();
+        if !dirty.is_empty() {
+            self.persist_seq += 1;
+            let seq = self.persist_seq;
+            let mut records = Vec::with_capacity(dirty.len());
+            for e in dirty {
+                let slot = self.slots.get_mut(&e).expect("listed above");
+                slot.dirty = false;
+                slot.persisted_seq = seq;
+                let local = slot.view.local().clone();
+                if local.chosen && slot.chosen_seq.is_none() {
+                    slot.chosen_seq = Some(seq);
+                }
+                records.push((e, local));
+            }
+            self.events.push_back(Event::Persist {
+                seq,
+                records,
+                trim_below: self.applied,
+            });
+        }
+        let intents = std::mem::take(&mut self.intents);
+        let mut seen: Vec<Intent> = Vec::with_capacity(intents.len());
+        for intent in intents {
+            if seen.contains(&intent) {
+                continue;
+            }
+            seen.push(intent);
+            match intent {
+                Intent::Sync { to, entry, catchup } => self.emit_sync(to, entry, catchup),
+                Intent::Broadcast { entry } => {
+                    let targets: Vec<NodeId> = match self.slots.get(&entry) {
+                        Some(s) if s.view.is_chosen() => s.view.peers_not_chosen().collect(),
+                        Some(_) => self.peers().collect(),
+                        None => Vec::new(),
+                    };
+                    for to in targets {
+                        self.emit_sync(to, entry, false);
+                    }
+                }
+                Intent::Bare {
+                    to,
+                    entry,
+                    kind,
+                    read_id,
+                } => {
+                    let msg = Message {
+                        from: self.cfg.me,
+                        to,
+                        entry,
+                        kind,
+                        catchup: false,
+                        max_chosen: self.max_chosen,
+                        read_id,
+                        sender: Record::empty(),
+                        receiver: Record::empty(),
+                    };
+                    self.events.push_back(Event::Send(msg));
+                }
+            }
+        }
+    }
+
+    fn emit_sync(&mut self, to: NodeId, entry: EntryId, catchup: bool) {
+        let Some(slot) = self.slots.get(&entry) else {
+            // Nothing here (never touched): an empty record still asks the peer to answer.
+            if entry > self.applied {
+                let msg = self.sync_message(to, entry, catchup, Record::empty(), Record::empty());
+                self.events.push_back(Event::Send(msg));
+            }
+            return;
+        };
+        let tag = slot.persisted_seq;
+        let (sender, receiver) = (slot.view.local().clone(), slot.view.get(to).clone());
+        let mut msg = self.sync_message(to, entry, catchup, sender, receiver);
+        msg.elide_values();
+        if tag <= self.durable_seq {
+            self.events.push_back(Event::Send(msg));
+        } else {
+            // Coalesce: a newer message to the same peer about the same entry replaces it.
+            self.held
+                .retain(|(_, m)| !(m.to == to && m.entry == entry && m.kind == Kind::Sync));
+            self.held.push((tag, msg));
+        }
+    }
+
+    fn sync_message(
+        &self,
+        to: NodeId,
+        entry: EntryId,
+        catchup: bool,
+        sender: Record,
+        receiver: Record,
+    ) -> Message {
+        Message {
+            from: self.cfg.me,
+            to,
+            entry,
+            kind: Kind::Sync,
+            catchup,
+            max_chosen: self.max_chosen,
+            read_id: 0,
+            sender,
+            receiver,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
