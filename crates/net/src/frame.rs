@@ -85,12 +85,16 @@ pub fn parse_header(buf: &[u8], max_frame: usize) -> Result<Option<Header>, Fram
     }))
 }
 
+/// A frame borrowed from a slice, with the number of bytes it occupied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceFrame<'a> {
+    pub msg_type: u8,
+    pub payload: &'a [u8],
+    pub consumed: usize,
+}
+
 /// Decode one frame from the front of a slice without consuming it.
-/// Returns the type, the payload and the total number of bytes the frame used.
-pub fn decode_slice(
-    buf: &[u8],
-    max_frame: usize,
-) -> Result<Option<(u8, &[u8], usize)>, FrameError> {
+pub fn decode_slice(buf: &[u8], max_frame: usize) -> Result<Option<SliceFrame<'_>>, FrameError> {
     let Some(h) = parse_header(buf, max_frame)? else {
         return Ok(None);
     };
@@ -105,7 +109,11 @@ pub fn decode_slice(
             actual,
         });
     }
-    Ok(Some((h.msg_type, payload, total)))
+    Ok(Some(SliceFrame {
+        msg_type: h.msg_type,
+        payload,
+        consumed: total,
+    }))
 }
 
 /// Incremental decoder over a growing `BytesMut` read buffer.

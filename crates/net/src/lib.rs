@@ -78,7 +78,8 @@ pub struct NetConfig {
     pub send_buffer_bytes: usize,
     pub handshake_timeout: Duration,
     /// A connection with no inbound bytes for this long is closed. Keepalives are
-    /// sent every third of it so live links never go idle.
+    /// sent every third of *this node's* value, so use the same value on every
+    /// member (a peer with a much shorter timeout would close quiet links).
     pub idle_timeout: Duration,
     pub backlog: u32,
     pub reconnect_min: Duration,

@@ -8,7 +8,10 @@ use bytes::Bytes;
 use common::*;
 use net::{PeerState, RejectReason, SendError};
 
-async fn start3() -> (Vec<(u8, std::net::SocketAddr)>, Vec<(net::Transport, tokio::sync::mpsc::Receiver<net::Inbound>)>) {
+async fn start3() -> (
+    Vec<(u8, std::net::SocketAddr)>,
+    Vec<(net::Transport, tokio::sync::mpsc::Receiver<net::Inbound>)>,
+) {
     let addrs: Vec<_> = (1..=3).map(|id| (id, free_addr())).collect();
     let mut nodes = Vec::new();
     for id in 1..=3 {
@@ -24,7 +27,8 @@ async fn three_nodes_exchange_frames_in_order() {
         let me = i as u8 + 1;
         for peer in (1..=3).filter(|p| *p != me) {
             eventually("all channels up", || {
-                t.peer_states().contains(&(peer, PeerState::Connected { channels: 2 }))
+                t.peer_states()
+                    .contains(&(peer, PeerState::Connected { channels: 2 }))
             })
             .await;
         }
@@ -36,7 +40,8 @@ async fn three_nodes_exchange_frames_in_order() {
             for seq in 0u32..500 {
                 let mut p = vec![me, peer];
                 p.extend_from_slice(&seq.to_be_bytes());
-                t.send(peer, 7, 5, Bytes::from(p)).expect("send within budget");
+                t.send(peer, 7, 5, Bytes::from(p))
+                    .expect("send within budget");
             }
         }
     }
@@ -49,7 +54,10 @@ async fn three_nodes_exchange_frames_in_order() {
             assert_eq!(m.payload[0], m.from);
             assert_eq!(m.payload[1], me);
             let seq = u32::from_be_bytes([m.payload[2], m.payload[3], m.payload[4], m.payload[5]]);
-            assert_eq!(seq, next[m.from as usize], "frames on one route stay ordered");
+            assert_eq!(
+                seq, next[m.from as usize],
+                "frames on one route stay ordered"
+            );
             next[m.from as usize] += 1;
         }
         for from in (1..=3).filter(|p| *p != me) {
@@ -75,7 +83,10 @@ async fn restarted_peer_is_reconnected() {
     n2.shutdown().await;
     eventually("n1 sees n2 gone", || !connected(&n1, 2)).await;
     eventually("n3 sees n2 gone", || !connected(&n3, 2)).await;
-    assert_eq!(n1.send(2, 0, 1, Bytes::from_static(b"x")), Err(SendError::NotConnected));
+    assert_eq!(
+        n1.send(2, 0, 1, Bytes::from_static(b"x")),
+        Err(SendError::NotConnected)
+    );
 
     // Same address again: SO_REUSEADDR lets it rebind at once.
     let (n2, mut rx2) = net::start(config(2, &addrs)).await.expect("restart n2");
@@ -106,7 +117,10 @@ async fn shared_secret_links_and_wrong_secret_is_refused() {
     c2.secret = Some(b"battery staple".to_vec());
     let (n1, _rx1) = net::start(c1).await.expect("n1");
     let (n2, _rx2) = net::start(c2).await.expect("n2");
-    eventually("dialer rejects acceptor proof", || n1.stats().rejections(RejectReason::AuthFailed) >= 1).await;
+    eventually("dialer rejects acceptor proof", || {
+        n1.stats().rejections(RejectReason::AuthFailed) >= 1
+    })
+    .await;
     assert!(!connected(&n1, 2) && !connected(&n2, 1));
     n1.shutdown().await;
     n2.shutdown().await;
@@ -144,10 +158,23 @@ async fn send_sheds_with_busy_above_one_eighth() {
         let m = recv(&mut rx2).await;
         assert_eq!(m.msg_type, 9);
     }
-    eventually("queue drained", || n1.send(2, 0, 9, payload.clone()).is_ok()).await;
-    assert_eq!(n1.send(2, 0, 0, payload.clone()), Err(SendError::ReservedType));
-    assert_eq!(n1.send(9, 0, 1, payload.clone()), Err(SendError::UnknownPeer));
-    assert_eq!(n1.send(1, 0, 1, payload.clone()), Err(SendError::UnknownPeer), "self is not a peer");
+    eventually("queue drained", || {
+        n1.send(2, 0, 9, payload.clone()).is_ok()
+    })
+    .await;
+    assert_eq!(
+        n1.send(2, 0, 0, payload.clone()),
+        Err(SendError::ReservedType)
+    );
+    assert_eq!(
+        n1.send(9, 0, 1, payload.clone()),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(
+        n1.send(1, 0, 1, payload.clone()),
+        Err(SendError::UnknownPeer),
+        "self is not a peer"
+    );
     let big = Bytes::from(vec![0u8; (16 << 20) + 1]);
     assert_eq!(n1.send(2, 0, 1, big), Err(SendError::TooLarge));
     n1.shutdown().await;

@@ -20,11 +20,18 @@ pub fn free_addr() -> SocketAddr {
 }
 
 pub fn members(addrs: &[(NodeId, SocketAddr)]) -> Vec<Member> {
-    addrs.iter().map(|&(id, addr)| Member { id, addr }).collect()
+    addrs
+        .iter()
+        .map(|&(id, addr)| Member { id, addr })
+        .collect()
 }
 
 pub fn config(self_id: NodeId, addrs: &[(NodeId, SocketAddr)]) -> NetConfig {
-    let listen = addrs.iter().find(|(id, _)| *id == self_id).expect("self in addrs").1;
+    let listen = addrs
+        .iter()
+        .find(|(id, _)| *id == self_id)
+        .expect("self in addrs")
+        .1;
     let mut c = NetConfig::new(CLUSTER, self_id, listen, members(addrs));
     c.channels_per_peer = 2;
     c.handshake_timeout = Duration::from_millis(200);
@@ -59,7 +66,13 @@ pub async fn recv(rx: &mut Receiver<Inbound>) -> Inbound {
 
 /// Send `payload` from `t` to `to` (retrying while the link comes up) and wait until
 /// `rx` yields it. Other frames received meanwhile are discarded.
-pub async fn roundtrip(t: &Transport, to: NodeId, from: NodeId, rx: &mut Receiver<Inbound>, payload: &'static [u8]) {
+pub async fn roundtrip(
+    t: &Transport,
+    to: NodeId,
+    from: NodeId,
+    rx: &mut Receiver<Inbound>,
+    payload: &'static [u8],
+) {
     let fut = async {
         loop {
             let _ = t.send(to, 0, 42, bytes::Bytes::from_static(payload));
