@@ -35,6 +35,8 @@
 //! sender, whose `send` then returns `Busy`.
 
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod handshake;
 mod stats;
 mod transport;
