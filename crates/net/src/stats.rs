@@ -23,6 +23,8 @@ pub struct NetStats {
     pub reconnects: u64,
     /// Connections closed for inactivity.
     pub idle_closes: u64,
+    /// `accept` failures (EMFILE, ECONNABORTED, ...); each is followed by a backoff.
+    pub accept_errors: u64,
     /// Connections closed for an oversized frame length.
     pub frame_too_large: u64,
     /// Connections closed for a checksum mismatch.
@@ -48,6 +50,7 @@ pub(crate) struct Stats {
     pub connects: AtomicU64,
     pub reconnects: AtomicU64,
     pub idle_closes: AtomicU64,
+    pub accept_errors: AtomicU64,
     pub frame_too_large: AtomicU64,
     pub frame_bad_crc: AtomicU64,
     rejections: [AtomicU64; RejectReason::ALL.len()],
@@ -82,6 +85,7 @@ impl Stats {
             connects: g(&self.connects),
             reconnects: g(&self.reconnects),
             idle_closes: g(&self.idle_closes),
+            accept_errors: g(&self.accept_errors),
             frame_too_large: g(&self.frame_too_large),
             frame_bad_crc: g(&self.frame_bad_crc),
             handshake_rejections,

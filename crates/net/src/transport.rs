@@ -344,6 +344,8 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                 }
                 Err(e) => {
                     // EMFILE/ENFILE/ECONNABORTED etc.: never exit, never spin.
+                    Stats::add(&inner.stats.accept_errors, 1);
+                    metrics::counter!("net_accept_errors_total").increment(1);
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed; backing off");
                     tokio::select! {
                         _ = stopped(&mut sd) => return,

@@ -31,7 +31,9 @@ fn handshake_decode_corpus() {
 fn seeds_are_well_formed() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let one = std::fs::read(dir.join("frame_decode/one_frame")).expect("seed");
-    let f = net::frame::decode_slice(&one[2..], 1024).expect("valid").expect("complete");
+    let f = net::frame::decode_slice(&one[2..], 1024)
+        .expect("valid")
+        .expect("complete");
     assert_eq!((f.msg_type, f.payload), (7, &b"hello"[..]));
     let hello = std::fs::read(dir.join("handshake_decode/hello")).expect("seed");
     assert!(net::handshake::Hello::decode(&hello).is_ok());
