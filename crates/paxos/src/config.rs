@@ -19,6 +19,21 @@ pub struct Config {
     pub catchup_ms: u64,
     /// Entries asked for at once by catch-up.
     pub catchup_window: u64,
+    /// Deliberate bugs, for proving that the simulator and checkers find them.
+    #[doc(hidden)]
+    pub mutation: Mutation,
+}
+
+/// A deliberately broken behaviour (tests only).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mutation {
+    #[default]
+    None,
+    /// Count a minority of equal accepted numbers as chosen.
+    MinorityQuorum,
+    /// Forget promises (but not accepted values) when restoring from disk.
+    ForgetPromiseOnRestart,
 }
 
 impl Config {
@@ -31,12 +46,13 @@ impl Config {
             retry_ms: 20,
             catchup_ms: 200,
             catchup_window: 8,
+            mutation: Mutation::None,
         }
     }
 
     /// Check the invariants the core relies on.
     pub fn validate(&self) -> Result<(), &'static str> {
-        if !(3..=7).contains(&self.n) || self.n % 2 == 0 {
+        if !(3..=7).contains(&self.n) || self.n.is_multiple_of(2) {
             return Err("n must be an odd number from 3 to 7");
         }
         if self.me >= self.n {

@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, Mutation};
 use crate::entry::{quorum, EntryView, Status};
 use crate::message::{Kind, Message};
 use crate::record::{EntryId, InvalidRecord, NodeId, Record};
@@ -124,8 +124,10 @@ struct Slot {
 
 impl Slot {
     fn new(cfg: &Config) -> Self {
+        let mut view = EntryView::new(cfg.me, cfg.n);
+        view.set_broken_minority_quorum(cfg.mutation == Mutation::MinorityQuorum);
         Self {
-            view: EntryView::new(cfg.me, cfg.n),
+            view,
             dirty: false,
             persisted_seq: 0,
             chosen_seq: None,
@@ -234,7 +236,11 @@ impl Entity {
     ) -> Result<Self, RestoreError> {
         let mut e = Self::new(cfg, seed);
         let mut max_entry = 0;
-        for (entry, rec) in records {
+        for (entry, mut rec) in records {
+            if e.cfg.mutation == Mutation::ForgetPromiseOnRestart {
+                // Forget promises made to other proposers.
+                rec.promised = rec.accepted.max(rec.prepared);
+            }
             rec.validate()
                 .map_err(|why| RestoreError::Invalid { entry, why })?;
             if rec.elided {
@@ -252,6 +258,8 @@ impl Entity {
             let mut slot = Slot::new(&e.cfg);
             slot.durably_chosen = rec.chosen;
             slot.view = EntryView::from_local(e.cfg.me, e.cfg.n, rec);
+            slot.view
+                .set_broken_minority_quorum(e.cfg.mutation == Mutation::MinorityQuorum);
             if slot.durably_chosen && entry > e.applied {
                 e.applied = entry;
             }
@@ -265,7 +273,7 @@ impl Entity {
             e.pre_auth = None;
             if let Some(slot) = e.slots.get(&applied) {
                 let l = slot.view.local().clone();
-                if l.accepted == l.prepared && l.accepted > 0 {
+                if e.owns_value(l.value_id) {
                     e.pre_auth = Some(applied);
                 }
                 e.events.push_back(Event::Apply {
@@ -289,6 +297,14 @@ impl Entity {
     pub fn max_chosen(&self) -> EntryId {
         self.max_chosen
     }
+    /// The entity's current state: the chosen value at `applied` (empty before entry 1).
+    pub fn current_value(&self) -> Bytes {
+        self.slots
+            .get(&self.applied)
+            .filter(|s| s.durably_chosen)
+            .map_or_else(Bytes::new, |s| s.view.local().value.clone())
+    }
+
     /// No command in flight.
     pub fn is_idle(&self) -> bool {
         self.op.is_none()
@@ -622,20 +638,22 @@ impl Entity {
     }
 
     /// Phase 2 at `entry`: the command's value if it targets this entry, else a no-op
-    /// (the highest accepted value in the view wins in either case).
+    /// (the highest accepted value in the view wins in either case). Values are whole
+    /// states, so a no-op re-proposes the current state (that of `entry - 1`, which is
+    /// `applied`: a proposer only opens `applied + 1`).
     fn accept_at(&mut self, entry: EntryId) {
-        let Some(slot) = self.slots.get_mut(&entry) else {
-            return;
-        };
-        let ballot = slot.view.local().promised as u64;
         let (value, reqs) = match &self.op {
             Some(Op {
                 kind: OpKind::Write { value, request_ids },
                 entry: Some(e),
                 ..
             }) if *e == entry => (value.clone(), request_ids.clone()),
-            _ => (Bytes::new(), Vec::new()),
+            _ => (self.current_value(), Vec::new()),
         };
+        let Some(slot) = self.slots.get_mut(&entry) else {
+            return;
+        };
+        let ballot = slot.view.local().promised as u64;
         if slot.view.accept(ballot, value, reqs).is_ok() {
             slot.dirty = true;
         }
@@ -758,6 +776,16 @@ impl Entity {
         base + self.rng.below(base)
     }
 
+    /// Pre-authorisation goes to the node that introduced the chosen value (its id is
+    /// the ballot it was first proposed in), not to the owner of a ballot that carried
+    /// it: several ballots of one entry can gather a majority for the same value, but
+    /// the value has exactly one introducer, so exactly one node holds the grant.
+    fn owns_value(&self, value_id: u64) -> bool {
+        value_id > 0
+            && value_id <= u32::MAX as u64
+            && crate::record::ballot_owner(value_id as u32, self.cfg.n) == Some(self.cfg.me)
+    }
+
     fn on_durably_chosen(&mut self, now: u64, e: EntryId) {
         let Some(slot) = self.slots.get_mut(&e) else {
             return;
@@ -765,7 +793,7 @@ impl Entity {
         slot.durably_chosen = true;
         let l = slot.view.local().clone();
         self.max_chosen = self.max_chosen.max(e);
-        if l.accepted == l.prepared && l.accepted > 0 {
+        if self.owns_value(l.value_id) {
             self.pre_auth = Some(self.pre_auth.map_or(e, |p| p.max(e)));
         }
         if e <= self.applied {

@@ -48,6 +48,7 @@ pub struct EntryView {
     n: u8,
     view: Vec<Record>,
     status: Status,
+    minority_quorum: bool,
 }
 
 impl EntryView {
@@ -59,6 +60,7 @@ impl EntryView {
             n,
             view: vec![Record::empty(); n as usize],
             status: Status::Normal,
+            minority_quorum: false,
         }
     }
 
@@ -123,14 +125,13 @@ impl EntryView {
         let (vid, value, reqs) = (r.value_id, r.value.clone(), r.request_ids.clone());
         let l = &mut self.view[self.me as usize];
         l.promised = l.promised.max(r_promised);
-        if r_chosen || (l.promised <= r_accepted && l.accepted < r_accepted) {
+        if r_chosen && l.value_id == vid {
+            // The value I accepted is the chosen one (possibly under a higher ballot of
+            // mine): keep my accepted number, so the record never goes back.
+            l.chosen = true;
+        } else if r_chosen || (l.promised <= r_accepted && l.accepted < r_accepted) {
             l.accepted = r_accepted;
             l.chosen = r_chosen;
-            if r_chosen {
-                // A chosen record may carry an accepted number above my promise only
-                // if the promise was already raised; keep accepted <= promised.
-                l.promised = l.promised.max(r_accepted);
-            }
             if l.value_id != vid {
                 l.value_id = vid;
                 l.value = value;
@@ -185,15 +186,19 @@ impl EntryView {
         };
     }
 
-    #[cfg(not(feature = "broken-minority-quorum"))]
     fn chosen_threshold(&self) -> usize {
-        self.quorum()
+        if self.minority_quorum {
+            // Deliberately broken (tests only): a minority counts as chosen.
+            (self.quorum() - 1).max(1)
+        } else {
+            self.quorum()
+        }
     }
 
-    /// Deliberately broken: a minority counts as chosen (for proving the checks work).
-    #[cfg(feature = "broken-minority-quorum")]
-    fn chosen_threshold(&self) -> usize {
-        (self.quorum() - 1).max(1)
+    /// Test-only mutation: count a minority of equal accepted records as chosen.
+    #[doc(hidden)]
+    pub fn set_broken_minority_quorum(&mut self, on: bool) {
+        self.minority_quorum = on;
     }
 
     /// An own proposal number strictly above the local promise (reference §4.1).

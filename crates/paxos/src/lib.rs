@@ -20,7 +20,7 @@ pub mod message;
 pub mod record;
 pub mod rng;
 
-pub use config::Config;
+pub use config::{Config, Mutation};
 pub use entity::{Busy, Entity, Event, Outcome, RestoreError};
 pub use entry::{quorum, EntryView, Status};
 pub use message::{Kind, Message};

@@ -1,1 +1,3 @@
-fn main() { println!("paxosstore: not yet"); }
+fn main() {
+    println!("paxosstore: not yet");
+}
