@@ -19,6 +19,15 @@
 //! acceptor replaces the old connection in that slot with the new one (the dialer
 //! only redials after it has given up on the old one).
 //!
+//! # Security model
+//!
+//! The handshake admits only configured members: right cluster id, a member id,
+//! (optionally) the member's configured source IP, and — when a secret is set — an
+//! HMAC-SHA256 proof in both directions over fresh nonces, so an address alone is
+//! not enough. Frames after the handshake are CRC-protected but neither encrypted
+//! nor MACed: an on-path attacker could still inject into an established stream.
+//! Run peers on a private network (or under TLS/WireGuard) if that matters.
+//!
 //! # Channels
 //!
 //! `route % channels_per_peer` picks the channel, so one entity's messages always
@@ -32,7 +41,9 @@
 //! (`send_buffer_bytes`); `send` returns `Busy` while more than 1/8 of it is pending
 //! (queued or being written). Inbound frames go into one bounded mpsc; when the
 //! consumer is slow, readers stop reading and TCP flow control pushes back on the
-//! sender, whose `send` then returns `Busy`.
+//! sender, whose `send` then returns `Busy`. Inbound payloads are zero-copy slices
+//! of the connection's read buffer (up to 64 KiB chunks), so a consumer that keeps
+//! a payload for long keeps its chunk alive; copy if you retain payloads.
 
 pub mod frame;
 #[doc(hidden)]

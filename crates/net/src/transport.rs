@@ -692,7 +692,7 @@ async fn writer(
     _done: oneshot::Sender<()>,
 ) {
     let stats = &inner.stats;
-    let keepalive_every = inner.cfg.idle_timeout / 3;
+    let keepalive_every = (inner.cfg.idle_timeout / 3).max(Duration::from_millis(1));
     let keepalive = Queued {
         header: encode_header(KEEPALIVE, &[]),
         payload: Bytes::new(),
