@@ -236,3 +236,9 @@ pub enum SendError {
     #[error("message type 0 is reserved for keepalives")]
     ReservedType,
 }
+
+// The node runtime shares one handle across tasks.
+const _: fn() = || {
+    fn check<T: Send + Sync + Clone + 'static>() {}
+    check::<Transport>();
+};
