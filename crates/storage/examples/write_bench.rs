@@ -46,20 +46,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     std::fs::create_dir_all(&dir)?;
     let med = raw_fdatasync_median(&dir)?;
-    println!("raw fdatasync (128-byte append) median: {:.1} us", med.as_secs_f64() * 1e6);
+    println!(
+        "raw fdatasync (128-byte append) median: {:.1} us",
+        med.as_secs_f64() * 1e6
+    );
     println!("| writers | durable writes/s | fsyncs/s | updates/fsync | mean write_batch ms | p50 ms | p99 ms |");
     println!("|---|---|---|---|---|---|---|");
     for &w in &writers {
         let data = dir.join(format!("data-{w}"));
         let _ = std::fs::remove_dir_all(&data);
         let store = Arc::new(FjallStorage::open(&data, FjallOptions::default())?);
-        let gc = Arc::new(GroupCommit::start(store.clone(), GroupCommitConfig::default()));
+        let gc = Arc::new(GroupCommit::start(
+            store.clone(),
+            GroupCommitConfig::default(),
+        ));
         let stop = Arc::new(AtomicBool::new(false));
         let count = Arc::new(AtomicU64::new(0));
         let value = Bytes::from(vec![b'v'; 100]);
         let threads: Vec<_> = (0..w)
             .map(|t| {
-                let (gc, stop, count, value) = (gc.clone(), stop.clone(), count.clone(), value.clone());
+                let (gc, stop, count, value) =
+                    (gc.clone(), stop.clone(), count.clone(), value.clone());
                 std::thread::spawn(move || {
                     let key = Bytes::from(format!("key-{t}"));
                     let mut lats = Vec::new();
@@ -118,9 +125,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let b = gc.stats().batches.load(Ordering::Relaxed) - b0;
         let nanos = gc.stats().fsync_nanos_total.load(Ordering::Relaxed) - n0;
         stop.store(true, Ordering::Relaxed);
-        let mut lats: Vec<Duration> = threads.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect();
+        let mut lats: Vec<Duration> = threads
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect();
         lats.sort();
-        let pct = |p: f64| lats.get(((lats.len() as f64 * p) as usize).min(lats.len().saturating_sub(1))).map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        let pct = |p: f64| {
+            lats.get(((lats.len() as f64 * p) as usize).min(lats.len().saturating_sub(1)))
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
         println!(
             "| {w} | {:.0} | {:.0} | {:.1} | {:.3} | {:.3} | {:.3} |",
             c as f64 / el,
