@@ -1,1 +1,13 @@
-//! node (placeholder)
+//! The sans-IO replica: entities grouped into shards, Redis command semantics on each
+//! entity's state, and the wire/disk encodings of records and messages.
+//!
+//! * [`kv`]: an entity's state (its keys, values, expiries, versions, recent request
+//!   ids) and its binary encoding — the value of every chosen Paxos entry.
+//! * [`exec`]: Redis command semantics on one entity's state.
+//! * [`codec`]: encodings of records (disk) and messages (peers).
+//! * [`shard`]: many entities on one thread: queues, batching, lazy load, eviction.
+
+pub mod codec;
+pub mod exec;
+pub mod kv;
+pub mod shard;

@@ -760,6 +760,10 @@ impl Entity {
             return;
         };
         if slot.view.is_chosen() {
+            // Decided; waiting for the chosen record to be durable.
+            if let Some(op) = self.op.as_mut() {
+                op.retry_at = now + delay;
+            }
             return;
         }
         if let Ok(ballot) = slot.view.promise(false) {

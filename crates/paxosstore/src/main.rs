@@ -1,3 +1,124 @@
-fn main() {
-    println!("paxosstore: not yet");
+//! `paxosstore`: `server` runs one node, `demo` a local cluster, `ctl` talks to the
+//! admin port.
+
+mod ctl;
+mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "paxosstore",
+    version,
+    about = "Leaderless, strongly consistent, Redis-compatible replicated store"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one node from its configuration file.
+    Server {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start a local N-node cluster on 127.0.0.1, one process per node.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        nodes: u8,
+        /// Client port of node 0; node i listens on PORT+i.
+        #[arg(long, default_value_t = 7379)]
+        port: u16,
+        /// Durable data directory (default: a new directory under the temp dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Operator commands against a node's admin port.
+    Ctl {
+        #[command(subcommand)]
+        cmd: ctl::CtlCmd,
+    },
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match cli.cmd {
+        Cmd::Server { config } => run_server(config),
+        Cmd::Demo {
+            nodes,
+            port,
+            data_dir,
+        } => demo::run(nodes, port, data_dir),
+        Cmd::Ctl { cmd } => ctl::run(cmd),
+    }
+}
+
+fn run_server(path: PathBuf) -> ExitCode {
+    let cfg = match server::NodeConfig::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("paxosstore: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cfg.io_threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("paxosstore: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .ok();
+    let result = rt.block_on(server::run(cfg, metrics, shutdown_signal()));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(server::ServerError::Config(e)) => {
+            eprintln!("paxosstore: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("paxosstore: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,1 +1,12 @@
-//! server (placeholder)
+//! The PaxosStore-rs runtime: the only crate (with `net`) that knows tokio exists.
+//! It pumps the sans-IO shards, the storage group commit and the peer transport, and
+//! serves Redis clients and the admin HTTP endpoint.
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod runtime;
+pub mod shard_worker;
+
+pub use config::{ConfigError, MemberConfig, NodeConfig};
+pub use runtime::{run, ServerError};

@@ -577,6 +577,16 @@ impl Sim {
                     e.handle_timeout(now);
                 }
                 self.drain(x as NodeId, ent);
+                // A timer that does not move past `now` would make a runtime spin.
+                let stuck = self.nodes[x]
+                    .entities
+                    .get(&ent)
+                    .is_some_and(|e| e.poll_timeout().is_some_and(|t| t <= now));
+                if stuck {
+                    self.fail(format!(
+                        "timer: node {x} entity {ent} still due after handle_timeout at {now}"
+                    ));
+                }
             }
         }
         self.at(now + TICK_MS, Ev::Tick);

@@ -1,0 +1,748 @@
+//! A shard: the entities that hash to one worker, with no locks and no I/O.
+//!
+//! # Calling protocol
+//!
+//! Inputs: [`Shard::submit`] (a client request), [`Shard::on_message`] (a peer
+//! message), [`Shard::on_loaded`] (an entity's records read from storage),
+//! [`Shard::on_persisted`] / [`Shard::on_persist_failed`] (a persist completed) and
+//! [`Shard::tick`] (time passed). After each input drain [`Shard::poll`]:
+//!
+//! * `Output::Load`: read the entity's records and call `on_loaded`.
+//! * `Output::Persist`: write the records durably (group commit), then call
+//!   `on_persisted` — per entity, in `seq` order.
+//! * `Output::Send`: send to a peer (loss is fine).
+//! * `Output::Reply`: answer a client.
+//!
+//! Per entity, requests queue (bounded) behind the one in flight; consecutive writes
+//! are executed together on the entity's state and proposed as one Paxos entry, and
+//! consecutive reads share one check-empty round.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use bytes::Bytes;
+use paxos::{Config, Entity, EntryId, Event, Message, Outcome, Record};
+use resp::{Command, Reply};
+
+use crate::exec::{self, Access};
+use crate::kv::KvState;
+
+/// Opaque id the runtime uses to route a reply back to its connection.
+pub type ClientId = u64;
+
+/// Limits and timings of one shard.
+#[derive(Clone, Debug)]
+pub struct ShardConfig {
+    pub paxos: Config,
+    /// A client request fails with a timeout after this long.
+    pub op_timeout_ms: u64,
+    /// Entries a write may lose to other proposers before `-TRYAGAIN`.
+    pub write_attempts: u32,
+    /// Requests waiting per entity; more get `-BUSY`.
+    pub max_queue: usize,
+    /// Requests executed together in one entry.
+    pub max_batch: usize,
+    /// Approximate bytes of cached entities before idle ones are evicted.
+    pub max_cached_bytes: usize,
+    /// Peer messages kept per entity while it loads (newest win).
+    pub max_parked_messages: usize,
+}
+
+impl ShardConfig {
+    pub fn new(paxos: Config) -> Self {
+        Self {
+            paxos,
+            op_timeout_ms: 2_000,
+            write_attempts: 8,
+            max_queue: 1_024,
+            max_batch: 256,
+            max_cached_bytes: 256 << 20,
+            max_parked_messages: 16,
+        }
+    }
+}
+
+/// A client request on one entity: one command, or a MULTI/EXEC body.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub cmds: Vec<Command>,
+    /// Reply with one array (MULTI/EXEC).
+    pub multi: bool,
+    /// The connection accepts a possibly stale local read (READONLY).
+    pub stale_ok: bool,
+    /// Client-chosen request id for dedup of retried writes (0 = none).
+    pub request_id: u64,
+}
+
+/// An effect for the runtime.
+#[derive(Clone, Debug)]
+pub enum Output {
+    Load {
+        entity: Bytes,
+    },
+    Persist {
+        entity: Bytes,
+        seq: u64,
+        records: Vec<(EntryId, Record)>,
+        trim_below: EntryId,
+    },
+    Send {
+        entity: Bytes,
+        msg: Message,
+    },
+    Reply {
+        client: ClientId,
+        reply: Reply,
+    },
+}
+
+/// Counters for metrics.
+#[derive(Clone, Debug, Default)]
+pub struct ShardStats {
+    pub entities_cached: u64,
+    pub cached_bytes: u64,
+    pub evictions: u64,
+    pub loads: u64,
+    pub proposals: u64,
+    pub fast_proposals: u64,
+    pub conflicts: u64,
+    pub reads: u64,
+    pub local_reads: u64,
+    pub busy_rejections: u64,
+    pub timeouts: u64,
+    pub persist_failures: u64,
+    pub batched_requests: u64,
+}
+
+#[derive(Debug)]
+struct Pending {
+    client: ClientId,
+    req: Request,
+    deadline: u64,
+    request_id: u64,
+    attempts: u32,
+}
+
+#[derive(Debug)]
+enum Batch {
+    /// A write entry in flight with its precomputed replies.
+    Write {
+        token: u64,
+        reqs: Vec<Pending>,
+        replies: Vec<Reply>,
+    },
+    /// A read check in flight; `precomputed` holds replies of non-changing writes that
+    /// are valid iff the check confirms `base_entry`.
+    Read {
+        token: u64,
+        reqs: Vec<Pending>,
+        precomputed: Option<Vec<Reply>>,
+        base_entry: EntryId,
+    },
+}
+
+struct Slot {
+    core: Option<Entity>,
+    state: KvState,
+    queue: VecDeque<Pending>,
+    batch: Option<Batch>,
+    parked: VecDeque<Message>,
+    lru: u64,
+    timer: Option<u64>,
+    bytes: usize,
+}
+
+/// Many entities on one worker. See the module docs for the protocol.
+pub struct Shard {
+    cfg: ShardConfig,
+    slots: HashMap<Bytes, Slot>,
+    lru: BTreeMap<u64, Bytes>,
+    timers: BTreeSet<(u64, Bytes)>,
+    out: VecDeque<Output>,
+    touch: u64,
+    next_token: u64,
+    next_request: u64,
+    seed: u64,
+    cached_bytes: usize,
+    stats: ShardStats,
+}
+
+impl Shard {
+    /// `seed` feeds the cores' randomness (jitter, read ids).
+    pub fn new(cfg: ShardConfig, seed: u64) -> Self {
+        Self {
+            cfg,
+            slots: HashMap::new(),
+            lru: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+            touch: 0,
+            next_token: 1,
+            next_request: 1,
+            seed,
+            cached_bytes: 0,
+            stats: ShardStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let mut s = self.stats.clone();
+        s.entities_cached = self.slots.len() as u64;
+        s.cached_bytes = self.cached_bytes as u64;
+        s
+    }
+
+    /// The next effect to carry out.
+    pub fn poll(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// The earliest time `tick` has work.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.timers.iter().next().map(|(t, _)| *t)
+    }
+
+    // ---- inputs --------------------------------------------------------------------
+
+    /// A client request; every key of `req` belongs to `entity`.
+    pub fn submit(
+        &mut self,
+        now: u64,
+        wall_ms: i64,
+        client: ClientId,
+        entity: Bytes,
+        req: Request,
+    ) {
+        let max_queue = self.cfg.max_queue;
+        let slot = self.slot(&entity);
+        if slot.queue.len() >= max_queue {
+            self.stats.busy_rejections += 1;
+            self.reply(
+                client,
+                Reply::error("BUSY too many requests queued for this entity"),
+            );
+            return;
+        }
+        let request_id = if req.request_id != 0 {
+            req.request_id
+        } else {
+            // Node-unique: high byte is the acceptor id.
+            self.next_request += 1;
+            ((self.cfg.paxos.me as u64) << 56) | (self.next_request & ((1 << 56) - 1))
+        };
+        let deadline = now + self.cfg.op_timeout_ms;
+        let slot = self.slot(&entity);
+        slot.queue.push_back(Pending {
+            client,
+            req,
+            deadline,
+            request_id,
+            attempts: 0,
+        });
+        self.settle(now, wall_ms, &entity);
+    }
+
+    /// A peer message about `entity`.
+    pub fn on_message(&mut self, now: u64, wall_ms: i64, entity: Bytes, msg: Message) {
+        let max_parked = self.cfg.max_parked_messages;
+        let slot = self.slot(&entity);
+        match &mut slot.core {
+            Some(core) => core.handle_message(now, msg),
+            None => {
+                if slot.parked.len() >= max_parked {
+                    slot.parked.pop_front();
+                }
+                slot.parked.push_back(msg);
+                return;
+            }
+        }
+        self.settle(now, wall_ms, &entity);
+    }
+
+    /// The records of `entity` were read (or could not be).
+    pub fn on_loaded(
+        &mut self,
+        now: u64,
+        wall_ms: i64,
+        entity: Bytes,
+        records: Result<Vec<(EntryId, Record)>, String>,
+    ) {
+        let Some(slot) = self.slots.get_mut(&entity) else {
+            return;
+        };
+        if slot.core.is_some() {
+            return;
+        }
+        self.seed = self
+            .seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let restored = records.and_then(|r| {
+            Entity::restore(self.cfg.paxos.clone(), self.seed, r).map_err(|e| e.to_string())
+        });
+        match restored {
+            Ok(core) => {
+                let slot = self.slots.get_mut(&entity).expect("checked above");
+                slot.core = Some(core);
+                let parked: Vec<Message> = slot.parked.drain(..).collect();
+                for m in parked {
+                    if let Some(core) = slot.core.as_mut() {
+                        core.handle_message(now, m);
+                    }
+                }
+                self.settle(now, wall_ms, &entity);
+            }
+            Err(why) => {
+                let reply = Reply::error(format!("ERR cannot load entity: {why}"));
+                self.drop_entity(&entity, reply);
+            }
+        }
+    }
+
+    /// The persist `seq` of `entity` is durable.
+    pub fn on_persisted(&mut self, now: u64, wall_ms: i64, entity: Bytes, seq: u64) {
+        let Some(core) = self.slots.get_mut(&entity).and_then(|s| s.core.as_mut()) else {
+            return;
+        };
+        core.persisted(now, seq);
+        self.settle(now, wall_ms, &entity);
+    }
+
+    /// The persist failed (disk full, I/O error). The in-memory entity holds changes
+    /// that never reached disk, so it is dropped whole: its requests fail and the next
+    /// touch reloads it from what is durable.
+    pub fn on_persist_failed(&mut self, entity: Bytes, why: &str) {
+        self.stats.persist_failures += 1;
+        let reply = Reply::error(format!("ERR write failed: {why}"));
+        self.drop_entity(&entity, reply);
+    }
+
+    /// Time passed: fire due timers.
+    pub fn tick(&mut self, now: u64, wall_ms: i64) {
+        while let Some((t, e)) = self.timers.iter().next().cloned() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, e.clone()));
+            if let Some(slot) = self.slots.get_mut(&e) {
+                slot.timer = None;
+                if let Some(core) = slot.core.as_mut() {
+                    core.handle_timeout(now);
+                }
+                self.settle(now, wall_ms, &e);
+            }
+        }
+        self.evict();
+    }
+
+    // ---- internals -----------------------------------------------------------------
+
+    fn reply(&mut self, client: ClientId, reply: Reply) {
+        self.out.push_back(Output::Reply { client, reply });
+    }
+
+    /// The slot of `entity`, created (and its load requested) on first touch.
+    fn slot(&mut self, entity: &Bytes) -> &mut Slot {
+        self.touch += 1;
+        let touch = self.touch;
+        if !self.slots.contains_key(entity) {
+            self.stats.loads += 1;
+            self.out.push_back(Output::Load {
+                entity: entity.clone(),
+            });
+            self.slots.insert(
+                entity.clone(),
+                Slot {
+                    core: None,
+                    state: KvState::default(),
+                    queue: VecDeque::new(),
+                    batch: None,
+                    parked: VecDeque::new(),
+                    lru: touch,
+                    timer: None,
+                    bytes: 0,
+                },
+            );
+        }
+        let slot = self.slots.get_mut(entity).expect("inserted above");
+        self.lru.remove(&slot.lru);
+        slot.lru = touch;
+        self.lru.insert(touch, entity.clone());
+        slot
+    }
+
+    fn drop_entity(&mut self, entity: &Bytes, reply: Reply) {
+        let Some(slot) = self.slots.remove(entity) else {
+            return;
+        };
+        self.lru.remove(&slot.lru);
+        if let Some(t) = slot.timer {
+            self.timers.remove(&(t, entity.clone()));
+        }
+        self.cached_bytes = self.cached_bytes.saturating_sub(slot.bytes);
+        let mut failed: Vec<Pending> = slot.queue.into_iter().collect();
+        match slot.batch {
+            Some(Batch::Write { reqs, .. }) | Some(Batch::Read { reqs, .. }) => failed.extend(reqs),
+            None => {}
+        }
+        for p in failed {
+            self.reply(p.client, reply.clone());
+        }
+    }
+
+    /// Drain the core's events, start the next batch, repeat until stable; then re-arm
+    /// the entity's timer and account its memory.
+    fn settle(&mut self, now: u64, wall_ms: i64, entity: &Bytes) {
+        for _ in 0..64 {
+            let mut progressed = false;
+            while let Some(ev) = self
+                .slots
+                .get_mut(entity)
+                .and_then(|s| s.core.as_mut())
+                .and_then(|c| c.poll_event())
+            {
+                progressed = true;
+                self.on_event(now, wall_ms, entity, ev);
+            }
+            if self.start_batch(now, wall_ms, entity) {
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+        let Some(slot) = self.slots.get_mut(entity) else {
+            return;
+        };
+        // A timer at or before `now` would make `tick` spin: fire it next millisecond.
+        let next = slot
+            .core
+            .as_ref()
+            .and_then(|c| c.poll_timeout())
+            .map(|t| t.max(now + 1));
+        if next != slot.timer {
+            if let Some(t) = slot.timer {
+                self.timers.remove(&(t, entity.clone()));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, entity.clone()));
+            }
+            slot.timer = next;
+        }
+        let bytes = slot.core.as_ref().map_or(0, |c| c.size()) + entity.len() + 64;
+        self.cached_bytes = self.cached_bytes.saturating_sub(slot.bytes) + bytes;
+        slot.bytes = bytes;
+    }
+
+    fn on_event(&mut self, now: u64, wall_ms: i64, entity: &Bytes, ev: Event) {
+        match ev {
+            Event::Persist {
+                seq,
+                records,
+                trim_below,
+            } => self.out.push_back(Output::Persist {
+                entity: entity.clone(),
+                seq,
+                records,
+                trim_below,
+            }),
+            Event::Send(msg) => self.out.push_back(Output::Send {
+                entity: entity.clone(),
+                msg,
+            }),
+            Event::Apply { value, .. } => {
+                let Some(slot) = self.slots.get_mut(entity) else {
+                    return;
+                };
+                match KvState::decode(&value) {
+                    Ok(s) => slot.state = s,
+                    Err(e) => {
+                        // A chosen value that does not decode cannot be applied; refuse
+                        // to serve this entity rather than serve a wrong state.
+                        let reply = Reply::error(format!("ERR corrupt entity state: {e}"));
+                        self.drop_entity(entity, reply);
+                    }
+                }
+            }
+            Event::Done { token, outcome } => self.on_done(now, wall_ms, entity, token, outcome),
+        }
+    }
+
+    fn on_done(&mut self, now: u64, wall_ms: i64, entity: &Bytes, token: u64, outcome: Outcome) {
+        let write_attempts = self.cfg.write_attempts;
+        let Some(slot) = self.slots.get_mut(entity) else {
+            return;
+        };
+        let matches = match &slot.batch {
+            Some(Batch::Write { token: t, .. }) | Some(Batch::Read { token: t, .. }) => *t == token,
+            None => false,
+        };
+        if !matches {
+            return;
+        }
+        let Some(batch) = slot.batch.take() else {
+            return;
+        };
+        let mut replies: Vec<(ClientId, Reply)> = Vec::new();
+        let mut requeue: Vec<Pending> = Vec::new();
+        match (batch, outcome) {
+            (
+                Batch::Write {
+                    reqs, replies: r, ..
+                },
+                Outcome::Written { .. },
+            ) => {
+                replies.extend(reqs.iter().map(|p| p.client).zip(r));
+            }
+            (Batch::Write { reqs, .. }, Outcome::Lost { .. }) => {
+                self.stats.conflicts += 1;
+                for mut p in reqs {
+                    p.attempts += 1;
+                    if p.attempts >= write_attempts {
+                        replies.push((
+                            p.client,
+                            Reply::error("TRYAGAIN the write lost its entry to concurrent writers too many times"),
+                        ));
+                    } else {
+                        requeue.push(p);
+                    }
+                }
+            }
+            (
+                Batch::Write {
+                    reqs, replies: r, ..
+                },
+                Outcome::Superseded { .. },
+            ) => {
+                // The entity jumped ahead by snapshot before the entry's fate was
+                // learnt: the state remembers recent request ids, so a write found
+                // there happened; otherwise its outcome is unknown.
+                for (p, r) in reqs.into_iter().zip(r) {
+                    if slot.state.recall(p.request_id).is_some() {
+                        replies.push((p.client, r));
+                    } else {
+                        replies.push((
+                            p.client,
+                            Reply::error("TIMEOUT the write's outcome is unknown"),
+                        ));
+                    }
+                }
+            }
+            (Batch::Write { reqs, .. }, _) => {
+                self.stats.timeouts += 1;
+                for p in reqs {
+                    replies.push((
+                        p.client,
+                        Reply::error("TIMEOUT the write's outcome is unknown"),
+                    ));
+                }
+            }
+            (
+                Batch::Read {
+                    reqs,
+                    precomputed,
+                    base_entry,
+                    ..
+                },
+                Outcome::ReadOk { entry },
+            ) => match precomputed {
+                Some(r) if entry == base_entry => {
+                    replies.extend(reqs.iter().map(|p| p.client).zip(r))
+                }
+                Some(_) => requeue.extend(reqs),
+                None => {
+                    for p in reqs {
+                        let r = run(&mut slot.state.clone(), &p.req, wall_ms).0;
+                        replies.push((p.client, r));
+                    }
+                }
+            },
+            (Batch::Read { reqs, .. }, _) => {
+                self.stats.timeouts += 1;
+                for p in reqs {
+                    replies.push((
+                        p.client,
+                        Reply::error(
+                            "TRYAGAIN the read could not be confirmed by a majority in time",
+                        ),
+                    ));
+                }
+            }
+        }
+        for p in requeue.into_iter().rev() {
+            slot.queue.push_front(p);
+        }
+        for (c, r) in replies {
+            self.reply(c, r);
+        }
+        let _ = now;
+    }
+
+    /// Start the next batch of queued requests if the entity is idle. Returns whether
+    /// anything happened.
+    fn start_batch(&mut self, now: u64, wall_ms: i64, entity: &Bytes) -> bool {
+        let max_batch = self.cfg.max_batch;
+        let Some(slot) = self.slots.get_mut(entity) else {
+            return false;
+        };
+        if slot.batch.is_some() || slot.queue.is_empty() {
+            return false;
+        }
+        let Some(core) = slot.core.as_mut() else {
+            return false;
+        };
+        if !core.is_idle() {
+            return false;
+        }
+        // Requests that waited past their deadline in the queue.
+        let mut expired = Vec::new();
+        while slot.queue.front().is_some_and(|p| p.deadline <= now) {
+            if let Some(p) = slot.queue.pop_front() {
+                expired.push(p.client);
+            }
+        }
+        if !expired.is_empty() {
+            self.stats.timeouts += expired.len() as u64;
+            for c in expired {
+                self.reply(c, Reply::error("TIMEOUT the request waited too long"));
+            }
+            return true;
+        }
+        let Some(front) = slot.queue.front() else {
+            return false;
+        };
+        let want_write = is_write(&front.req);
+        // Stale-ok reads are answered from local state at once.
+        if !want_write && front.req.stale_ok {
+            let Some(p) = slot.queue.pop_front() else {
+                return false;
+            };
+            let r = run(&mut slot.state.clone(), &p.req, wall_ms).0;
+            self.stats.local_reads += 1;
+            self.reply(p.client, r);
+            return true;
+        }
+        let mut reqs = Vec::new();
+        while reqs.len() < max_batch
+            && slot
+                .queue
+                .front()
+                .is_some_and(|p| is_write(&p.req) == want_write && (want_write || !p.req.stale_ok))
+        {
+            if let Some(p) = slot.queue.pop_front() {
+                reqs.push(p);
+            }
+        }
+        let deadline = reqs.iter().map(|p| p.deadline).min().unwrap_or(now + 1);
+        let base_entry = core.applied();
+        self.next_token += 1;
+        let token = self.next_token;
+        self.stats.batched_requests += reqs.len() as u64;
+        if want_write {
+            let mut state = slot.state.clone();
+            let mut replies = Vec::with_capacity(reqs.len());
+            let mut changed = false;
+            let mut ids = Vec::with_capacity(reqs.len());
+            for p in &reqs {
+                let (r, c) = run(&mut state, &p.req, wall_ms);
+                if c {
+                    state.remember(p.request_id, Bytes::new());
+                    ids.push(p.request_id);
+                }
+                changed |= c;
+                replies.push(r);
+            }
+            if changed {
+                self.stats.proposals += 1;
+                if core.pre_authorised_entry() == Some(base_entry + 1) {
+                    self.stats.fast_proposals += 1;
+                }
+                let started = core.write(now, token, state.encode(), ids, deadline);
+                if started.is_ok() {
+                    slot.batch = Some(Batch::Write {
+                        token,
+                        reqs,
+                        replies,
+                    });
+                } else {
+                    for p in reqs.into_iter().rev() {
+                        slot.queue.push_front(p);
+                    }
+                    return false;
+                }
+            } else {
+                // Nothing changes (e.g. SET NX on an existing key): confirm the state
+                // is current with a read round instead of proposing.
+                self.stats.reads += 1;
+                if core.read(now, token, deadline).is_ok() {
+                    slot.batch = Some(Batch::Read {
+                        token,
+                        reqs,
+                        precomputed: Some(replies),
+                        base_entry,
+                    });
+                }
+            }
+        } else {
+            self.stats.reads += 1;
+            if core.read(now, token, deadline).is_ok() {
+                slot.batch = Some(Batch::Read {
+                    token,
+                    reqs,
+                    precomputed: None,
+                    base_entry,
+                });
+            }
+        }
+        true
+    }
+
+    /// Evict idle entities, least recently used first, while over the memory budget.
+    fn evict(&mut self) {
+        let mut budget_scan = 64;
+        let keys: Vec<(u64, Bytes)> = self
+            .lru
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .take(256)
+            .collect();
+        for (k, e) in keys {
+            if self.cached_bytes <= self.cfg.max_cached_bytes || budget_scan == 0 {
+                break;
+            }
+            budget_scan -= 1;
+            let idle = self.slots.get(&e).is_some_and(|s| {
+                s.batch.is_none()
+                    && s.queue.is_empty()
+                    && s.core.as_ref().is_some_and(|c| c.is_quiescent())
+            });
+            if idle {
+                if let Some(slot) = self.slots.remove(&e) {
+                    self.lru.remove(&k);
+                    if let Some(t) = slot.timer {
+                        self.timers.remove(&(t, e.clone()));
+                    }
+                    self.cached_bytes = self.cached_bytes.saturating_sub(slot.bytes);
+                    self.stats.evictions += 1;
+                }
+            }
+        }
+    }
+}
+
+fn is_write(req: &Request) -> bool {
+    req.cmds
+        .iter()
+        .any(|c| matches!(exec::access(c), Access::Write))
+}
+
+/// Execute a request on a state: one command, or a MULTI/EXEC body.
+fn run(state: &mut KvState, req: &Request, wall_ms: i64) -> (Reply, bool) {
+    if req.multi {
+        exec::execute_all(state, &req.cmds, wall_ms)
+    } else {
+        match req.cmds.first() {
+            Some(c) => exec::execute(state, c, wall_ms),
+            None => (Reply::error("ERR empty request"), false),
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! The node configuration file (`node.toml`): every option, its default and its check.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One cluster member.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    /// Acceptor id, 0..n, unique.
+    pub id: u8,
+    /// `host:port` of the member's peer port.
+    pub peer: String,
+}
+
+/// A node's configuration. Defaults are given by [`NodeConfig::default`] and in the
+/// README's configuration reference.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// This node's member id.
+    pub id: u8,
+    /// Must match on every member; a peer with another cluster id is refused.
+    pub cluster_id: u64,
+    /// Redis protocol port.
+    pub client_addr: String,
+    /// Peer (Paxos) port.
+    pub peer_addr: String,
+    /// Admin HTTP port: /metrics, /health, /status.json, /.
+    pub admin_addr: String,
+    pub data_dir: PathBuf,
+    pub members: Vec<MemberConfig>,
+    /// Entity worker threads (entities hash to shards).
+    pub shards: usize,
+    /// Tokio IO threads; also the default number of connections per peer.
+    pub io_threads: usize,
+    /// Connections per peer (0 = io_threads).
+    pub channels_per_peer: usize,
+    /// Optional shared secret for the peer handshake (HMAC challenge).
+    pub peer_secret: Option<String>,
+    /// Check that peers connect from their configured host (off for NAT/containers).
+    pub check_peer_source: bool,
+    /// Group commit: most entity updates merged into one fsync.
+    pub group_commit_max_batch: usize,
+    /// Group commit: most bytes merged into one fsync.
+    pub group_commit_max_bytes: usize,
+    /// Group commit: wait this long for more updates when a batch is small (µs).
+    pub group_commit_max_wait_us: u64,
+    /// Group commit queue capacity (submissions); beyond it writes fail with BUSY.
+    pub group_commit_queue: usize,
+    /// Client request timeout (ms).
+    pub op_timeout_ms: u64,
+    /// Base proposer retry delay (ms).
+    pub retry_ms: u64,
+    /// Minimum delay between catch-up requests for one entry (ms).
+    pub catchup_ms: u64,
+    /// Entries requested at once by catch-up.
+    pub catchup_window: u64,
+    /// Use the pre-authorised fast path.
+    pub pre_auth: bool,
+    /// Memory budget for cached entities, MiB (LRU eviction above it).
+    pub cache_mb: usize,
+    /// Requests queued per entity before BUSY.
+    pub max_queue_per_entity: usize,
+    /// Maximum simultaneous client connections.
+    pub max_clients: usize,
+    /// Close client connections idle this long (s, 0 = never).
+    pub client_idle_timeout_s: u64,
+    /// Largest bulk string a client may send (bytes).
+    pub max_value_bytes: usize,
+    /// Most arguments in one client command.
+    pub max_args: usize,
+    /// Peer handshake timeout (ms).
+    pub handshake_timeout_ms: u64,
+    /// `requirepass`: clients must AUTH with this password.
+    pub requirepass: Option<String>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            cluster_id: 1,
+            client_addr: "127.0.0.1:7379".into(),
+            peer_addr: "127.0.0.1:17379".into(),
+            admin_addr: "127.0.0.1:27379".into(),
+            data_dir: PathBuf::from("data"),
+            members: Vec::new(),
+            shards: 2,
+            io_threads: 2,
+            channels_per_peer: 0,
+            peer_secret: None,
+            check_peer_source: true,
+            group_commit_max_batch: 4096,
+            group_commit_max_bytes: 8 << 20,
+            group_commit_max_wait_us: 0,
+            group_commit_queue: 16_384,
+            op_timeout_ms: 2_000,
+            retry_ms: 20,
+            catchup_ms: 200,
+            catchup_window: 8,
+            pre_auth: true,
+            cache_mb: 256,
+            max_queue_per_entity: 1_024,
+            max_clients: 10_000,
+            client_idle_timeout_s: 0,
+            max_value_bytes: 512 << 20,
+            max_args: 1 << 20,
+            handshake_timeout_ms: 5_000,
+            requirepass: None,
+        }
+    }
+}
+
+/// A configuration mistake, naming the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {message}")]
+    Field {
+        field: &'static str,
+        message: String,
+    },
+}
+
+fn field(field: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Field {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Parse `host:port`, resolving names.
+pub fn resolve(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    use std::net::ToSocketAddrs;
+    s.to_socket_addrs()
+        .map_err(|e| field(name, format!("`{s}` is not a host:port ({e})")))?
+        .next()
+        .ok_or_else(|| field(name, format!("`{s}` resolves to no address")))
+}
+
+impl NodeConfig {
+    /// Read and check a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string()
+                + &e.span()
+                    .map(|s| format!(" (at byte {})", s.start))
+                    .unwrap_or_default(),
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Render as TOML (for `demo`, which writes each node's file).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Check every field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let n = self.members.len();
+        if !(3..=7).contains(&n) || n.is_multiple_of(2) {
+            return Err(field(
+                "members",
+                format!("need 3, 5 or 7 members (got {n})"),
+            ));
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            if m.id as usize >= n {
+                return Err(field(
+                    "members",
+                    format!("member id {} must be below {n}", m.id),
+                ));
+            }
+            if self.members[..i].iter().any(|o| o.id == m.id) {
+                return Err(field("members", format!("duplicate member id {}", m.id)));
+            }
+            resolve("members.peer", &m.peer)?;
+        }
+        if !self.members.iter().any(|m| m.id == self.id) {
+            return Err(field(
+                "id",
+                format!("{} is not one of the members", self.id),
+            ));
+        }
+        resolve("client_addr", &self.client_addr)?;
+        resolve("peer_addr", &self.peer_addr)?;
+        resolve("admin_addr", &self.admin_addr)?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(field("data_dir", "must not be empty"));
+        }
+        let positive: [(&'static str, u64); 12] = [
+            ("shards", self.shards as u64),
+            ("io_threads", self.io_threads as u64),
+            ("group_commit_max_batch", self.group_commit_max_batch as u64),
+            ("group_commit_max_bytes", self.group_commit_max_bytes as u64),
+            ("group_commit_queue", self.group_commit_queue as u64),
+            ("op_timeout_ms", self.op_timeout_ms),
+            ("retry_ms", self.retry_ms),
+            ("catchup_ms", self.catchup_ms),
+            ("catchup_window", self.catchup_window),
+            ("max_queue_per_entity", self.max_queue_per_entity as u64),
+            ("max_clients", self.max_clients as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(field(name, "must be positive"));
+            }
+        }
+        if self.shards > 256 {
+            return Err(field("shards", "at most 256"));
+        }
+        if self.channels_per_peer > 255 {
+            return Err(field("channels_per_peer", "at most 255"));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
+            return Err(field("max_value_bytes", "must be 1 byte to 1 GiB"));
+        }
+        if self.peer_secret.as_deref() == Some("") {
+            return Err(field(
+                "peer_secret",
+                "must not be empty (omit it for no secret)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of acceptors.
+    pub fn n(&self) -> u8 {
+        self.members.len() as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> NodeConfig {
+        NodeConfig {
+            members: (0..3)
+                .map(|i| MemberConfig {
+                    id: i,
+                    peer: format!("127.0.0.1:{}", 17000 + i as u16),
+                })
+                .collect(),
+            ..NodeConfig::default()
+        }
+    }
+
+    #[test]
+    fn defaults_with_three_members_are_valid_and_round_trip() {
+        let c = three();
+        c.validate().unwrap();
+        let back: NodeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.members, c.members);
+    }
+
+    #[test]
+    fn each_mistake_names_its_field() {
+        let mut c = three();
+        c.members.pop();
+        assert!(c.validate().unwrap_err().to_string().contains("`members`"));
+        let mut c = three();
+        c.id = 5;
+        assert!(c.validate().unwrap_err().to_string().contains("`id`"));
+        let mut c = three();
+        c.shards = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("`shards`"));
+        let mut c = three();
+        c.client_addr = "nope".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`client_addr`"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(&p, "id = 0\nbogus = 1\n").unwrap();
+        let e = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

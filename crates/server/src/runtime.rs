@@ -1,0 +1,273 @@
+//! Start a node: storage, group commit, peer transport, shard threads, client and
+//! admin listeners; stop it gracefully.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use node::shard::{Shard, ShardConfig, ShardStats};
+use storage::{FjallOptions, FjallStorage, GroupCommit, GroupCommitConfig, Storage};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::config::{resolve, ConfigError, NodeConfig};
+use crate::shard_worker::{route, ShardHandle, ShardInput, ShardWorker, MSG_PAXOS};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StorageError),
+    #[error("peer network: {0}")]
+    Net(#[from] net::NetError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// State shared by the connection tasks and the admin endpoint.
+pub struct Shared {
+    pub cfg: NodeConfig,
+    pub shards: Vec<ShardHandle>,
+    pub transport: net::Transport,
+    pub group_commit: Arc<GroupCommit>,
+    pub storage: Arc<dyn Storage>,
+    pub started: Instant,
+    pub clients: AtomicUsize,
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+}
+
+impl Shared {
+    /// Whether this node plus its connected peers form a majority.
+    pub fn majority_reachable(&self) -> bool {
+        let up = self
+            .transport
+            .peer_states()
+            .iter()
+            .filter(|(_, s)| matches!(s, net::PeerState::Connected { .. }))
+            .count();
+        // Self plus connected peers must reach floor(n/2) + 1.
+        up + 1 > self.cfg.members.len() / 2
+    }
+
+    /// Each member's link state as text (self is "self").
+    pub fn peer_states(&self) -> BTreeMap<u8, String> {
+        let mut m: BTreeMap<u8, String> = self
+            .transport
+            .peer_states()
+            .into_iter()
+            .map(|(id, s)| {
+                let t = match s {
+                    net::PeerState::Connected { channels } => format!("up({channels})"),
+                    net::PeerState::Connecting => "connecting".into(),
+                    net::PeerState::Down => "down".into(),
+                };
+                (id, t)
+            })
+            .collect();
+        m.insert(self.cfg.id, "self".into());
+        m
+    }
+
+    /// Ask every shard for its counters.
+    pub async fn shard_stats(&self) -> Vec<ShardStats> {
+        let mut out = Vec::new();
+        for s in &self.shards {
+            let (tx, rx) = oneshot::channel();
+            if s.try_send(ShardInput::Stats(tx)).is_ok() {
+                if let Ok(st) = rx.await {
+                    out.push(st);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Run a node until `shutdown` resolves, then stop gracefully.
+pub async fn run(
+    cfg: NodeConfig,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServerError> {
+    cfg.validate()?;
+    let epoch = Instant::now();
+    let storage: Arc<dyn Storage> =
+        Arc::new(FjallStorage::open(&cfg.data_dir, FjallOptions::default())?);
+    let group_commit = Arc::new(GroupCommit::start(
+        storage.clone(),
+        GroupCommitConfig {
+            queue_capacity: cfg.group_commit_queue,
+            max_batch_updates: cfg.group_commit_max_batch,
+            max_batch_bytes: cfg.group_commit_max_bytes,
+            max_wait: std::time::Duration::from_micros(cfg.group_commit_max_wait_us),
+        },
+    ));
+
+    let mut members = Vec::new();
+    for m in &cfg.members {
+        members.push(net::Member {
+            id: m.id,
+            addr: resolve("members.peer", &m.peer)?,
+        });
+    }
+    let mut net_cfg = net::NetConfig::new(
+        cfg.cluster_id,
+        cfg.id,
+        resolve("peer_addr", &cfg.peer_addr)?,
+        members,
+    );
+    net_cfg.secret = cfg.peer_secret.as_ref().map(|s| s.as_bytes().to_vec());
+    net_cfg.check_source_addr = cfg.check_peer_source;
+    net_cfg.channels_per_peer = if cfg.channels_per_peer == 0 {
+        cfg.io_threads
+    } else {
+        cfg.channels_per_peer
+    };
+    net_cfg.handshake_timeout = std::time::Duration::from_millis(cfg.handshake_timeout_ms);
+    let (transport, mut inbound) = net::start(net_cfg).await?;
+
+    let mut paxos_cfg = paxos::Config::new(cfg.n(), cfg.id);
+    paxos_cfg.pre_auth = cfg.pre_auth;
+    paxos_cfg.retry_ms = cfg.retry_ms;
+    paxos_cfg.catchup_ms = cfg.catchup_ms;
+    paxos_cfg.catchup_window = cfg.catchup_window;
+    paxos_cfg.validate().map_err(|m| ConfigError::Field {
+        field: "members",
+        message: m.into(),
+    })?;
+    let mut shard_cfg = ShardConfig::new(paxos_cfg);
+    shard_cfg.op_timeout_ms = cfg.op_timeout_ms;
+    shard_cfg.max_queue = cfg.max_queue_per_entity;
+    shard_cfg.max_cached_bytes = (cfg.cache_mb << 20) / cfg.shards;
+
+    let mut shards = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..cfg.shards {
+        let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
+        let seed = (cfg.id as u64) << 32 | i as u64 | (epoch.elapsed().as_nanos() as u64) << 40;
+        let worker = ShardWorker {
+            shard: Shard::new(shard_cfg.clone(), seed),
+            rx,
+            me: tx.clone(),
+            storage: storage.clone(),
+            group_commit: group_commit.clone(),
+            transport: transport.clone(),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || worker.run(epoch))
+            .map_err(ServerError::Thread)?;
+        threads.push(t);
+        shards.push(ShardHandle { tx });
+    }
+
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        shards,
+        transport: transport.clone(),
+        group_commit: group_commit.clone(),
+        storage: storage.clone(),
+        started: epoch,
+        clients: AtomicUsize::new(0),
+        metrics,
+    });
+
+    // Peer messages → their entity's shard. A full shard inbox drops the message:
+    // Paxos tolerates loss, and memory stays bounded.
+    let peer_shared = shared.clone();
+    let peer_task = tokio::spawn(async move {
+        while let Some(frame) = inbound.recv().await {
+            if frame.msg_type != MSG_PAXOS {
+                continue;
+            }
+            match node::codec::decode_message(&frame.payload) {
+                Ok((entity, msg)) if msg.from == frame.from => {
+                    let n = peer_shared.shards.len() as u64;
+                    let shard = &peer_shared.shards[(route(&entity) % n) as usize];
+                    if shard.try_send(ShardInput::Message { entity, msg }).is_err() {
+                        metrics::counter!("paxosstore_peer_inbox_dropped_total").increment(1);
+                    }
+                }
+                Ok(_) => metrics::counter!("paxosstore_peer_bad_messages_total").increment(1),
+                Err(e) => {
+                    metrics::counter!("paxosstore_peer_bad_messages_total").increment(1);
+                    tracing::warn!(from = frame.from, error = %e, "undecodable peer message");
+                }
+            }
+        }
+    });
+
+    let client_listener = TcpListener::bind(&cfg.client_addr)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: cfg.client_addr.clone(),
+            source,
+        })?;
+    let admin_listener =
+        TcpListener::bind(&cfg.admin_addr)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: cfg.admin_addr.clone(),
+                source,
+            })?;
+    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, admin = %cfg.admin_addr, "node started");
+
+    let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+    let limit = Arc::new(Semaphore::new(cfg.max_clients));
+    let accept_shared = shared.clone();
+    let accept_task = tokio::spawn(async move {
+        loop {
+            let (sock, _) = match client_listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "client accept failed; backing off");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                // Over max_clients: answer like Redis and close.
+                let mut sock = sock;
+                let _ = tokio::io::AsyncWriteExt::write_all(
+                    &mut sock,
+                    b"-ERR max number of clients reached\r\n",
+                )
+                .await;
+                continue;
+            };
+            let s = accept_shared.clone();
+            tokio::spawn(async move {
+                s.clients.fetch_add(1, Ordering::Relaxed);
+                crate::client::serve(sock, s.clone()).await;
+                s.clients.fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+    });
+
+    shutdown.await;
+    tracing::info!("shutting down: no new clients; finishing in-flight work");
+    accept_task.abort();
+    admin_task.abort();
+    peer_task.abort();
+    // Shards answer what is queued with an error; persists already submitted finish.
+    for s in &shared.shards {
+        let _ = s.tx.send(ShardInput::Stop);
+    }
+    for t in threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+    let gc = group_commit.clone();
+    let _ = tokio::task::spawn_blocking(move || gc.shutdown()).await;
+    transport.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
