@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The project's test command (README, second command). Installs what the tests need
+# on a fresh Debian machine, builds, and runs every test tier. Exits non-zero on any
+# failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "dependencies"
+need_apt=()
+command -v redis-server >/dev/null || need_apt+=(redis-server)
+command -v redis-cli >/dev/null || need_apt+=(redis-tools)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install cargo-nextest --locked
+fi
+if [ -f tests/python/requirements.txt ]; then
+  python3 -m pip install -q -r tests/python/requirements.txt
+fi
+
+step "build (release)"
+cargo build --release --workspace --bins
+
+step "unit, model-check, simulator, storage, network and process tests"
+cargo nextest run --workspace --release --no-fail-fast
+
+step "deterministic simulation: 2000 seeds x 3 replicas, 500 seeds x 5 replicas"
+./target/release/paxosstore-sim --seeds 2000 --replicas 3
+./target/release/paxosstore-sim --seeds 500 --replicas 5
+
+if [ -x tests/python/run.sh ]; then
+  step "Redis clients against a 3-node cluster (redis-py, differential vs redis-server)"
+  PAXOSSTORE_BIN="$PWD/target/release/paxosstore" tests/python/run.sh
+fi
+
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  if [ -x tests/docker/run.sh ]; then
+    step "container tier"
+    tests/docker/run.sh
+  fi
+else
+  echo "SKIPPED: container tier (no Docker engine reachable)"
+fi
+
+step "all tests passed"
