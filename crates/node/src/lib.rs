@@ -4,10 +4,12 @@
 //! * [`kv`]: an entity's state (its keys, values, expiries, versions, recent request
 //!   ids) and its binary encoding — the value of every chosen Paxos entry.
 //! * [`exec`]: Redis command semantics on one entity's state.
+//! * [`dedup`]: replies remembered with client request ids.
 //! * [`codec`]: encodings of records (disk) and messages (peers).
 //! * [`shard`]: many entities on one thread: queues, batching, lazy load, eviction.
 
 pub mod codec;
+pub mod dedup;
 pub mod exec;
 pub mod kv;
 pub mod shard;

@@ -111,6 +111,7 @@ pub struct ShardStats {
     pub timeouts: u64,
     pub persist_failures: u64,
     pub batched_requests: u64,
+    pub duplicates: u64,
 }
 
 #[derive(Debug)]
@@ -643,9 +644,22 @@ impl Shard {
             let mut changed = false;
             let mut ids = Vec::with_capacity(reqs.len());
             for p in &reqs {
+                let client_id = p.req.request_id != 0;
+                if let Some(memo) = state.recall(p.request_id).filter(|_| client_id) {
+                    // A retry of a write that is already in the state: answer it with
+                    // the first reply, do not apply it again.
+                    self.stats.duplicates += 1;
+                    replies.push(crate::dedup::recall_reply(memo));
+                    continue;
+                }
                 let (r, c) = run(&mut state, &p.req, wall_ms);
                 if c {
-                    state.remember(p.request_id, Bytes::new());
+                    let memo = if client_id {
+                        crate::dedup::memo(&r)
+                    } else {
+                        Bytes::new()
+                    };
+                    state.remember(p.request_id, memo);
                     ids.push(p.request_id);
                 }
                 changed |= c;

@@ -159,6 +159,29 @@ fn dispatch(
     shared: &Arc<Shared>,
     args: &[Bytes],
 ) -> (Pending, &'static str, bool) {
+    // `REQID <id> <command ...>`: a client-chosen request id makes a retried write
+    // apply once (the id and first reply are kept in the entity's replicated state).
+    if args
+        .first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"reqid"))
+    {
+        let id = args
+            .get(1)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|s| s.parse::<u64>().ok());
+        let (Some(id @ 1..), true) = (id, args.len() >= 3) else {
+            let e = Reply::error("ERR syntax: REQID <id 1..2^64-1> <command> [args...]");
+            return (Pending::Ready(e), "reqid", false);
+        };
+        if conn.multi.is_some() || !conn.authed {
+            let e = Reply::error("ERR REQID is not allowed here");
+            return (Pending::Ready(e), "reqid", false);
+        }
+        return match parse_command(&args[2..]) {
+            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id),
+            Err(e) => (Pending::Ready(Reply::error(e.to_string())), "reqid", false),
+        };
+    }
     let cmd = match parse_command(args) {
         Ok(c) => c,
         Err(e) => {
@@ -305,7 +328,7 @@ fn dispatch(
         Command::DbSize | Command::FlushAll(_) | Command::FlushDb(_) => ready(Reply::error(
             format!("ERR '{name}' is not supported yet by this server"),
         )),
-        cmd => route_entity_command(conn, shared, cmd, name),
+        cmd => route_entity_command(conn, shared, cmd, name, 0),
     }
 }
 
@@ -314,6 +337,7 @@ fn route_entity_command(
     shared: &Arc<Shared>,
     cmd: Command,
     name: &'static str,
+    request_id: u64,
 ) -> (Pending, &'static str, bool) {
     let keys: Vec<Bytes> = cmd.keys().into_iter().cloned().collect();
     if keys.is_empty() {
@@ -329,9 +353,13 @@ fn route_entity_command(
             cmds: vec![cmd],
             multi: false,
             stale_ok,
-            request_id: 0,
+            request_id,
         };
         return (submit(shared, entity, req), name, false);
+    }
+    if request_id != 0 {
+        let e = Reply::error("ERR REQID needs all keys in one entity");
+        return (Pending::Ready(e), name, false);
     }
     // Keys of several entities: per-key commands fan out; atomic ones cannot.
     let per_key = |mk: fn(Vec<Bytes>) -> Command, kind: MergeKind| {
