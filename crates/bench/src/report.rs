@@ -288,7 +288,10 @@ pub fn render(rs: &[Summary], dir: &Path, a: &ReportArgs) -> String {
         cols.sort_unstable();
         cols.dedup();
         let _ = writeln!(s, "## Throughput vs clients (ops/s)\n");
-        let head: Vec<String> = cols.iter().map(|c| format!("{c} clients")).collect();
+        let head: Vec<String> = cols
+            .iter()
+            .map(|c| format!("{c} client{}", if *c == 1 { "" } else { "s" }))
+            .collect();
         let _ = writeln!(s, "| system | workload | {} |", head.join(" | "));
         let _ = writeln!(s, "| --- | --- |{}", " ---: |".repeat(cols.len()));
         for ((_, sys, wl), m) in &scaling {
