@@ -159,6 +159,8 @@ fn kind_byte(k: Kind) -> u8 {
         Kind::CheckEmpty => 1,
         Kind::Empty => 2,
         Kind::Behind => 3,
+        Kind::Rejoin => 4,
+        Kind::RejoinReport => 5,
     }
 }
 
@@ -197,6 +199,8 @@ pub fn decode_message(b: &Bytes) -> Result<(Bytes, Message), DecodeError> {
         1 => Kind::CheckEmpty,
         2 => Kind::Empty,
         3 => Kind::Behind,
+        4 => Kind::Rejoin,
+        5 => Kind::RejoinReport,
         _ => return Err(DecodeError::Bad("message kind")),
     };
     let catchup = match rd.u8()? {

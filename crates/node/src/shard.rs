@@ -45,6 +45,9 @@ pub struct ShardConfig {
     pub max_cached_bytes: usize,
     /// Peer messages kept per entity while it loads (newest win).
     pub max_parked_messages: usize,
+    /// This node's disk was wiped: every entity follows the rejoin rule
+    /// ([`paxos::Entity::rejoin`]).
+    pub rejoin: bool,
 }
 
 impl ShardConfig {
@@ -57,6 +60,7 @@ impl ShardConfig {
             max_batch: 256,
             max_cached_bytes: 256 << 20,
             max_parked_messages: 16,
+            rejoin: false,
         }
     }
 }
@@ -281,7 +285,10 @@ impl Shard {
             Entity::restore(self.cfg.paxos.clone(), self.seed, r).map_err(|e| e.to_string())
         });
         match restored {
-            Ok(core) => {
+            Ok(mut core) => {
+                if self.cfg.rejoin {
+                    core.rejoin();
+                }
                 let slot = self.slots.get_mut(&entity).expect("checked above");
                 slot.core = Some(core);
                 let parked: Vec<Message> = slot.parked.drain(..).collect();
@@ -528,6 +535,14 @@ impl Shard {
                     }
                 }
             }
+            (Batch::Write { reqs, .. }, Outcome::Rejoining { .. }) => {
+                for p in reqs {
+                    replies.push((
+                        p.client,
+                        Reply::error("TRYAGAIN this replica is recovering this key after a disk wipe; retry on another node"),
+                    ));
+                }
+            }
             (Batch::Write { reqs, .. }, _) => {
                 self.stats.timeouts += 1;
                 for p in reqs {
@@ -557,6 +572,14 @@ impl Shard {
                     }
                 }
             },
+            (Batch::Read { reqs, .. }, Outcome::Rejoining { .. }) => {
+                for p in reqs {
+                    replies.push((
+                        p.client,
+                        Reply::error("TRYAGAIN this replica is recovering this key after a disk wipe; retry on another node"),
+                    ));
+                }
+            }
             (Batch::Read { reqs, .. }, _) => {
                 self.stats.timeouts += 1;
                 for p in reqs {

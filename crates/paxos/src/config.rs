@@ -34,6 +34,8 @@ pub enum Mutation {
     MinorityQuorum,
     /// Forget promises (but not accepted values) when restoring from disk.
     ForgetPromiseOnRestart,
+    /// (Simulator) a node whose disk was wiped rejoins as if it were new.
+    IgnoreWipe,
 }
 
 impl Config {

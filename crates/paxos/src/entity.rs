@@ -80,6 +80,10 @@ pub enum Outcome {
     ReadOk { entry: EntryId },
     /// The deadline passed; a write may or may not have happened.
     Timeout,
+    /// This node's disk was wiped and it has not voted at `entry` since: it may not
+    /// propose there (it could reuse a forgotten ballot). Retry on another node; this
+    /// node learns the entry by catch-up once someone else decides it.
+    Rejoining { entry: EntryId },
 }
 
 /// Another command is in flight on this entity; queue and retry after its `Done`.
@@ -182,6 +186,14 @@ enum Intent {
     },
 }
 
+/// A rejoining node collecting peers' highest entries (see [`Entity::rejoin`]).
+#[derive(Clone, Debug)]
+struct Learner {
+    reported: u8,
+    max_entry: EntryId,
+    probe_at: u64,
+}
+
 /// One entity's replicated log at one replica. See the module docs for the protocol.
 #[derive(Clone, Debug)]
 pub struct Entity {
@@ -193,6 +205,10 @@ pub struct Entity {
     max_chosen: EntryId,
     /// This node may fast-propose at `pre_auth + 1`.
     pre_auth: Option<EntryId>,
+    /// Wiped-disk rule: this node neither votes nor proposes at entries `<= floor`.
+    floor: EntryId,
+    /// While a rejoining node waits for enough peers to report their highest entry.
+    learner: Option<Learner>,
     /// The peer asked by catch-up (the one last seen ahead).
     active_peer: NodeId,
     op: Option<Op>,
@@ -224,6 +240,8 @@ impl Entity {
             intents: Vec::new(),
             events: VecDeque::new(),
             rng: Rng::new(seed),
+            floor: 0,
+            learner: None,
         }
     }
 
@@ -285,6 +303,42 @@ impl Entity {
             }
         }
         Ok(e)
+    }
+
+    /// Mark this entity as living on a node whose disk was wiped. Such a node may have
+    /// promised or accepted at entries it no longer remembers, so it must not vote or
+    /// propose there. It asks every peer for the highest entry it holds a record for;
+    /// once `n - q + 1` peers answered (enough to intersect every majority that could
+    /// include a forgotten vote) it sets `floor = max + 1` — a forgotten vote at
+    /// `max + 1` is possible (its majority may be outside those who answered), but one
+    /// at `max + 2` would need `max + 1` chosen, hence a record at `max + 1` on a
+    /// majority, hence on someone who answered. It votes only above `floor` and learns
+    /// the entries up to it as chosen records (catch-up).
+    pub fn rejoin(&mut self) {
+        self.learner = Some(Learner {
+            reported: 0,
+            max_entry: 0,
+            probe_at: 0,
+        });
+    }
+
+    /// May this node vote (promise, accept, answer "empty") or propose at `entry`?
+    fn may_vote(&self, entry: EntryId) -> bool {
+        self.learner.is_none() && entry > self.floor
+    }
+
+    /// Highest entry with a non-empty local record (or the applied one).
+    fn max_entry(&self) -> EntryId {
+        self.slots
+            .iter()
+            .rev()
+            .find(|(_, s)| !s.view.local().is_empty())
+            .map_or(self.applied, |(&e, _)| e.max(self.applied))
+    }
+
+    /// Whether this node is still waiting to learn its voting floor.
+    pub fn is_rejoining(&self) -> bool {
+        self.learner.is_some()
     }
 
     // ---- getters -------------------------------------------------------------------
@@ -409,6 +463,16 @@ impl Entity {
             Kind::Empty => self.on_empty(now, from, msg.entry, msg.read_id),
             Kind::Behind => self.on_behind(now, msg.entry, msg.read_id),
             Kind::Sync => self.on_sync(&mut msg),
+            Kind::Rejoin => {
+                let max_entry = self.max_entry();
+                self.intents.push(Intent::Bare {
+                    to: from,
+                    entry: max_entry,
+                    kind: Kind::RejoinReport,
+                    read_id: 0,
+                });
+            }
+            Kind::RejoinReport => self.on_rejoin_report(from, msg.entry),
         }
         self.drive(now);
         self.try_catchup(now);
@@ -447,6 +511,20 @@ impl Entity {
 
     /// Timers: command deadlines, proposer retries, catch-up re-sends.
     pub fn handle_timeout(&mut self, now: u64) {
+        if let Some(l) = &mut self.learner {
+            if l.probe_at <= now {
+                l.probe_at = now + self.cfg.catchup_ms;
+                let me = self.cfg.me;
+                for to in (0..self.cfg.n).filter(|&p| p != me) {
+                    self.intents.push(Intent::Bare {
+                        to,
+                        entry: 0,
+                        kind: Kind::Rejoin,
+                        read_id: 0,
+                    });
+                }
+            }
+        }
         if let Some(op) = &self.op {
             if op.deadline <= now {
                 let token = op.token;
@@ -473,6 +551,9 @@ impl Entity {
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t: Option<u64> = None;
         let mut min = |x: u64| t = Some(t.map_or(x, |t| t.min(x)));
+        if let Some(l) = &self.learner {
+            min(l.probe_at);
+        }
         if let Some(op) = &self.op {
             min(op.deadline);
             if op.entry.is_some() {
@@ -496,6 +577,9 @@ impl Entity {
     // ---- message handling ----------------------------------------------------------
 
     fn answer_probe(&mut self, from: NodeId, entry: EntryId, read_id: u64) {
+        if entry > self.max_chosen && !self.may_vote(entry) {
+            return; // an "empty" from a node that forgot its votes proves nothing
+        }
         if entry <= self.max_chosen {
             self.intents.push(Intent::Bare {
                 to: from,
@@ -528,10 +612,13 @@ impl Entity {
     fn on_empty(&mut self, now: u64, from: NodeId, entry: EntryId, read_id: u64) {
         let q = quorum(self.cfg.n);
         let applied = self.applied;
-        let local_empty = self
-            .slots
-            .get(&entry)
-            .is_none_or(|s| s.view.local().is_empty());
+        // A node below its voting floor does not count itself, so its own record
+        // there does not matter.
+        let local_empty = !self.may_vote(entry)
+            || self
+                .slots
+                .get(&entry)
+                .is_none_or(|s| s.view.local().is_empty());
         let Some(op) = &mut self.op else { return };
         let OpKind::Read {
             read_id: rid,
@@ -559,6 +646,18 @@ impl Entity {
                 token,
                 outcome: Outcome::ReadOk { entry: applied },
             });
+        }
+    }
+
+    fn on_rejoin_report(&mut self, from: NodeId, max_entry: EntryId) {
+        let n = self.cfg.n as usize;
+        let Some(l) = &mut self.learner else { return };
+        l.reported |= 1 << from;
+        l.max_entry = l.max_entry.max(max_entry);
+        // At least n - q + 1 peers answered.
+        if l.reported.count_ones() as usize > n - quorum(self.cfg.n) {
+            self.floor = self.floor.max(l.max_entry + 1);
+            self.learner = None;
         }
     }
 
@@ -593,6 +692,24 @@ impl Entity {
                     entry: self.applied,
                     catchup: msg.catchup,
                 });
+            }
+            return;
+        }
+        if !self.may_vote(x) && !msg.sender.chosen {
+            // Wiped-disk rule: no promise, no accept here; only chosen facts are taken.
+            // A read waiting at `x` sees the entry in progress, which this node may not
+            // drive: it ends now and the client retries elsewhere.
+            let reading_x = matches!(
+                &self.op,
+                Some(Op { kind: OpKind::Read { probing: true, .. }, entry: Some(e), .. }) if *e == x
+            );
+            if reading_x && !msg.sender.is_empty() {
+                if let Some(op) = self.op.take() {
+                    self.events.push_back(Event::Done {
+                        token: op.token,
+                        outcome: Outcome::Rejoining { entry: x },
+                    });
+                }
             }
             return;
         }
@@ -667,23 +784,36 @@ impl Entity {
         if op.entry.is_some() || op.retry_at > now {
             return;
         }
-        if self.applied < self.max_chosen {
-            return; // catch up first
+        if self.applied < self.max_chosen || self.learner.is_some() {
+            return; // catch up (or learn the voting floor) first
         }
         let e = self.applied + 1;
         let is_read = matches!(op.kind, OpKind::Read { .. });
+        let voter = self.may_vote(e);
+        if !voter && !is_read {
+            let token = op.token;
+            self.op = None;
+            self.events.push_back(Event::Done {
+                token,
+                outcome: Outcome::Rejoining { entry: e },
+            });
+            return;
+        }
         let slot = self.slots.entry(e).or_insert_with(|| Slot::new(&self.cfg));
         if slot.view.is_chosen() {
             return; // waiting for the chosen record to be durable
         }
-        if is_read && slot.view.local().is_empty() {
+        if is_read && (slot.view.local().is_empty() || !voter) {
             let read_id = self.rng.next_u64();
             let delay = self.backoff(self.op.as_ref().map_or(0, |o| o.attempt));
             let me = self.cfg.me;
             let op = self.op.as_mut().expect("checked above");
+            // A node below its floor does not count itself: its empty record may be
+            // one it forgot.
+            let empties = if voter { 1 << me } else { 0 };
             op.kind = OpKind::Read {
                 read_id,
-                empties: 1 << me,
+                empties,
                 probing: true,
             };
             op.entry = Some(e);
@@ -958,7 +1088,11 @@ impl Entity {
         let tag = slot.persisted_seq;
         let (sender, receiver) = (slot.view.local().clone(), slot.view.get(to).clone());
         let mut msg = self.sync_message(to, entry, catchup, sender, receiver);
-        msg.elide_values();
+        // Catch-up answers carry the value in full: the asker may have lost it (a wiped
+        // disk), so the id alone might not be restorable there.
+        if !catchup {
+            msg.elide_values();
+        }
         if tag <= self.durable_seq {
             self.events.push_back(Event::Send(msg));
         } else {

@@ -17,6 +17,10 @@ pub enum Kind {
     Empty,
     /// Answer to a probe: the sender knows `entry` chosen already; see `max_chosen`.
     Behind,
+    /// From a node whose disk was wiped: "which entries do you hold records for?"
+    Rejoin,
+    /// Answer to `Rejoin`: `entry` is the highest entry the sender holds a record for.
+    RejoinReport,
 }
 
 /// One message between two replicas about one (entity, entry).

@@ -76,6 +76,10 @@ pub struct NodeConfig {
     pub handshake_timeout_ms: u64,
     /// `requirepass`: clients must AUTH with this password.
     pub requirepass: Option<String>,
+    /// This node's data directory was wiped (or replaced) while the cluster kept
+    /// data: it must not vote on entries it may have forgotten. Once set, the flag is
+    /// kept in the data directory, so later restarts keep the rule.
+    pub rejoin: bool,
 }
 
 impl Default for NodeConfig {
@@ -110,6 +114,7 @@ impl Default for NodeConfig {
             max_args: 1 << 20,
             handshake_timeout_ms: 5_000,
             requirepass: None,
+            rejoin: false,
         }
     }
 }

@@ -101,6 +101,16 @@ pub async fn run(
     let epoch = Instant::now();
     let storage: Arc<dyn Storage> =
         Arc::new(FjallStorage::open(&cfg.data_dir, FjallOptions::default())?);
+    // The rejoin rule, once asked for, sticks to the data directory.
+    if cfg.rejoin {
+        storage.put_node_meta("rejoin", b"1")?;
+    }
+    let rejoin = storage.get_node_meta("rejoin")?.is_some();
+    if rejoin {
+        tracing::warn!(
+            "rejoin mode: not voting on entries this node may have forgotten (disk wiped)"
+        );
+    }
     let group_commit = Arc::new(GroupCommit::start(
         storage.clone(),
         GroupCommitConfig {
@@ -147,6 +157,7 @@ pub async fn run(
     shard_cfg.op_timeout_ms = cfg.op_timeout_ms;
     shard_cfg.max_queue = cfg.max_queue_per_entity;
     shard_cfg.max_cached_bytes = (cfg.cache_mb << 20) / cfg.shards;
+    shard_cfg.rejoin = rejoin;
 
     let mut shards = Vec::new();
     let mut threads = Vec::new();

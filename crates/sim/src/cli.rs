@@ -57,11 +57,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 a.mutation = match it.next().map(String::as_str) {
                     Some("minority-quorum") => paxos::Mutation::MinorityQuorum,
                     Some("forget-promise") => paxos::Mutation::ForgetPromiseOnRestart,
-                    other => return Err(format!("--mutation: expected minority-quorum or forget-promise, got {other:?}")),
+                    Some("ignore-wipe") => paxos::Mutation::IgnoreWipe,
+                    other => return Err(format!("--mutation: expected minority-quorum, forget-promise or ignore-wipe, got {other:?}")),
                 }
             }
             "-h" | "--help" => {
-                return Err("usage: paxosstore-sim --seeds N [--seed S] [--replicas 3|5|7] [--trace] [--threads T] [--mutation minority-quorum|forget-promise]".into())
+                return Err("usage: paxosstore-sim --seeds N [--seed S] [--replicas 3|5|7] [--trace] [--threads T] [--mutation minority-quorum|forget-promise|ignore-wipe]".into())
             }
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -96,6 +97,7 @@ pub fn main() -> i32 {
         AtomicU64::new(0),
         AtomicU64::new(0),
         AtomicU64::new(0),
+        AtomicU64::new(0),
     ];
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -113,6 +115,7 @@ pub fn main() -> i32 {
                 totals[1].fetch_add(report.ops_unknown, Ordering::Relaxed);
                 totals[2].fetch_add(report.messages, Ordering::Relaxed);
                 totals[3].fetch_add(report.crashes, Ordering::Relaxed);
+                totals[4].fetch_add(report.wipes, Ordering::Relaxed);
                 if a.trace {
                     for l in &report.trace {
                         println!("{l}");
@@ -142,8 +145,8 @@ pub fn main() -> i32 {
     let failed = failed.into_inner().unwrap_or_default();
     let t: Vec<u64> = totals.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     println!(
-        "ops answered {}, unknown outcome {}, messages {}, crashes {} over {} seeds ({} replicas)",
-        t[0], t[1], t[2], t[3], a.seeds, a.replicas
+        "ops answered {}, unknown outcome {}, messages {}, crashes {} (disk wiped {}) over {} seeds ({} replicas)",
+        t[0], t[1], t[2], t[3], t[4], a.seeds, a.replicas
     );
     println!(
         "{} passed, {} failed",

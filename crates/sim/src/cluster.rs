@@ -48,6 +48,8 @@ pub struct Faults {
     pub crashes: bool,
     /// Disk completions take up to this long (ms) instead of up to 2 ms.
     pub slow_disk_ms: u64,
+    /// Some restarts come back with an empty disk.
+    pub wipes: bool,
 }
 
 impl Faults {
@@ -60,6 +62,7 @@ impl Faults {
             one_way_partitions: true,
             crashes: true,
             slow_disk_ms: 40,
+            wipes: true,
         }
     }
 }
@@ -91,6 +94,7 @@ pub struct SimReport {
     pub ops_unknown: u64,
     pub messages: u64,
     pub crashes: u64,
+    pub wipes: u64,
     pub end_ms: u64,
 }
 
@@ -99,13 +103,18 @@ type EntityNo = u32;
 #[derive(Clone, Debug)]
 enum Ev {
     Deliver(EntityNo, Message),
-    DiskDone { node: NodeId, epoch: u32 },
+    DiskDone {
+        node: NodeId,
+        epoch: u32,
+    },
     Tick,
     ClientNext(u32),
     Fault,
     Heal,
 
     Restart(NodeId),
+    /// Restart with an empty disk.
+    RestartWiped(NodeId),
 }
 
 /// A client request waiting at a node.
@@ -134,6 +143,8 @@ struct Node {
     disk_busy_until: u64,
     queues: BTreeMap<EntityNo, VecDeque<Req>>,
     inflight: BTreeMap<EntityNo, Req>,
+    /// Restarted after a disk wipe: entities follow the rejoin rule.
+    rejoining: bool,
 }
 
 struct Client {
@@ -163,6 +174,8 @@ pub struct Sim {
     next_token: u64,
     report: SimReport,
     faults_active: bool,
+    /// Nodes that ever restarted with a wiped disk.
+    wiped: std::collections::BTreeSet<NodeId>,
 }
 
 const TICK_MS: u64 = 5;
@@ -205,6 +218,7 @@ impl Sim {
             next_token: 1,
             report: SimReport::default(),
             faults_active: true,
+            wiped: std::collections::BTreeSet::new(),
         }
     }
 
@@ -224,6 +238,23 @@ impl Sim {
 
     fn fail(&mut self, why: String) {
         if self.report.failure.is_none() {
+            if self.cfg.trace {
+                let mut lines = Vec::new();
+                for (x, node) in self.nodes.iter().enumerate() {
+                    for (ent, e) in &node.entities {
+                        lines.push(format!(
+                            "  state: node {x} e{ent} applied {} max_chosen {} rejoining {} idle {} timer {:?} next {:?}",
+                            e.applied(),
+                            e.max_chosen(),
+                            e.is_rejoining(),
+                            e.is_idle(),
+                            e.poll_timeout(),
+                            e.local_record(e.applied() + 1).map(|r| (r.prepared, r.promised, r.accepted, r.chosen))
+                        ));
+                    }
+                }
+                self.report.trace.extend(lines);
+            }
             self.trace(|| format!("VIOLATION: {why}"));
             self.report.failure = Some(why);
         }
@@ -272,6 +303,7 @@ impl Sim {
                 Ev::Heal => self.heal(),
 
                 Ev::Restart(n) => self.restart(n, false),
+                Ev::RestartWiped(n) => self.restart(n, true),
             }
             if self.healed && is_tick && self.all_clients_done() && self.queue_only_ticks() {
                 break;
@@ -338,7 +370,17 @@ impl Sim {
                 if self.nodes[x as usize].up {
                     self.crash(x);
                     let back = self.now + 20 + self.rng.below(400);
-                    self.at(back, Ev::Restart(x));
+                    // One restart in four finds its disk wiped — on at most n - q distinct
+                    // nodes: wiping a majority of disks can lose chosen values, and the
+                    // wiped nodes cannot vote on entries they forgot.
+                    let max_wiped = n as usize - paxos::quorum(n as u8);
+                    let may_wipe = self.wiped.contains(&x) || self.wiped.len() < max_wiped;
+                    if self.cfg.faults.wipes && may_wipe && self.rng.below(4) == 0 {
+                        self.wiped.insert(x);
+                        self.at(back, Ev::RestartWiped(x));
+                    } else {
+                        self.at(back, Ev::Restart(x));
+                    }
                 }
             }
             _ => {}
@@ -385,13 +427,25 @@ impl Sim {
         }
     }
 
-    fn restart(&mut self, x: NodeId, _wiped: bool) {
+    fn restart(&mut self, x: NodeId, wiped: bool) {
+        let ignore_wipe = self.cfg.mutation == Mutation::IgnoreWipe;
         let node = &mut self.nodes[x as usize];
         if node.up {
             return;
         }
         node.up = true;
-        self.trace(|| format!("restart node {x}"));
+        if wiped {
+            node.durable.clear();
+            // The operator restarts a wiped node in rejoin mode (it stays in it).
+            node.rejoining = !ignore_wipe;
+            self.report.wipes += 1;
+        }
+        self.trace(|| {
+            format!(
+                "restart node {x}{}",
+                if wiped { " with a wiped disk" } else { "" }
+            )
+        });
     }
 
     // ---- node plumbing -------------------------------------------------------------
@@ -407,7 +461,12 @@ impl Sim {
             let seed = self.rng.next_u64();
             let cfg = self.paxos_config(x);
             let entity = match Entity::restore(cfg, seed, records) {
-                Ok(e) => e,
+                Ok(mut e) => {
+                    if self.nodes[x as usize].rejoining {
+                        e.rejoin();
+                    }
+                    e
+                }
                 Err(e) => {
                     self.fail(format!("node {x} entity {ent}: restore failed: {e}"));
                     return None;
@@ -478,6 +537,27 @@ impl Sim {
 
     fn send(&mut self, ent: EntityNo, m: Message) {
         self.report.messages += 1;
+        if self.cfg.trace {
+            let r = (
+                &m.sender.prepared,
+                m.sender.promised,
+                m.sender.accepted,
+                m.sender.value_id,
+                m.sender.chosen,
+                m.sender.elided,
+            );
+            let v = (
+                m.receiver.promised,
+                m.receiver.accepted,
+                m.receiver.value_id,
+            );
+            self.trace(|| {
+                format!(
+                    "send e{ent} {}->{} entry {} {:?} catchup {} rec {:?} view {:?} mc {}",
+                    m.from, m.to, m.entry, m.kind, m.catchup, r, v, m.max_chosen
+                )
+            });
+        }
         let (from, to) = (m.from as usize, m.to as usize);
         if self.blocked[from][to] {
             return;
@@ -762,6 +842,8 @@ impl Sim {
                 }
             }
             Outcome::Timeout => self.respond(req, None, true),
+            // Refused before proposing: it did nothing.
+            Outcome::Rejoining { .. } => self.respond_refused(ent, req),
         }
         self.pump(x, ent);
     }

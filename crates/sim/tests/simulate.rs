@@ -59,3 +59,20 @@ fn forgetting_promises_on_restart_is_caught_within_50_seeds() {
         "caught by the durable-record check: {why}"
     );
 }
+
+#[test]
+fn a_wiped_node_that_votes_on_forgotten_entries_is_caught() {
+    // With the rejoin rule the same seeds pass (see the first test); without it a
+    // wiped node promises and accepts where it had already voted, and two values get
+    // chosen.
+    let found = (1..=300).find_map(|seed| {
+        let mut c = SimConfig::new(seed, 3);
+        c.mutation = Mutation::IgnoreWipe;
+        run_seed(c).failure
+    });
+    let why = found.expect("voting after a wipe must be caught");
+    assert!(
+        why.starts_with("agreement") || why.starts_with("linearizability"),
+        "caught by a safety check: {why}"
+    );
+}

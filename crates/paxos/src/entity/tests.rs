@@ -466,3 +466,52 @@ fn busy_while_a_command_is_in_flight() {
         .unwrap();
     assert_eq!(e.read(0, 2, 100), Err(Busy));
 }
+
+#[test]
+fn wiped_node_does_not_vote_until_it_knows_its_floor_then_only_above_it() {
+    let mut net = Net::new(3);
+    net.write(0, 1, b"a");
+    net.run();
+    net.write(0, 2, b"b");
+    net.run();
+    // Node 2 loses its disk and restarts in rejoin mode.
+    net.nodes[2] = Entity::new(Config::new(3, 2), 77);
+    net.nodes[2].rejoin();
+    net.durable[2].clear();
+    assert!(net.nodes[2].is_rejoining());
+    // Before it heard from n - q + 1 = 2 peers it refuses to vote: a prepare for
+    // entry 3 from node 1 changes nothing at node 2.
+    net.down[0] = true;
+    net.write(1, 10, b"x");
+    net.sync_disks();
+    for m in net.inflight.drain(..).collect::<Vec<_>>() {
+        if m.to == 2 {
+            net.nodes[2].handle_message(net.now, m);
+            net.drain(2);
+        }
+    }
+    assert!(
+        net.nodes[2].local_record(3).is_none_or(|r| r.is_empty()),
+        "no promise while rejoining"
+    );
+    net.inflight.clear();
+    net.down[0] = false;
+    // Probes go out on the timer; both peers report entry 3 at most: floor = 4.
+    for _ in 0..20 {
+        net.tick(300);
+        net.run();
+    }
+    assert!(!net.nodes[2].is_rejoining());
+    // Node 1's write at 3 is decided by nodes 0 and 1; node 2 learns it as chosen.
+    assert_eq!(net.outcome(10), Some(Outcome::Written { entry: 3 }));
+    net.read(2, 11);
+    for _ in 0..20 {
+        net.run();
+        net.tick(300);
+    }
+    assert_eq!(net.nodes[2].applied(), 3);
+    // A write at the rejoined node at entry 4 (its floor) is refused, not proposed.
+    net.write(2, 12, b"y");
+    net.run();
+    assert_eq!(net.outcome(12), Some(Outcome::Rejoining { entry: 4 }));
+}
