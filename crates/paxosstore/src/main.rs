@@ -41,6 +41,13 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Load generator against a cluster, Redis or etcd (see BENCHMARKS.md).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Options passed to the load generator (`paxosstore bench --help`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Operator commands against a node's admin port.
     Ctl {
         #[command(subcommand)]
@@ -68,6 +75,11 @@ fn main() -> ExitCode {
             data_dir,
         } => demo::run(nodes, port, data_dir),
         Cmd::Ctl { cmd } => ctl::run(cmd),
+        Cmd::Bench { args } => {
+            let mut argv = vec!["paxosstore bench".to_string()];
+            argv.extend(args);
+            ExitCode::from(bench::cli_main(argv).clamp(0, 255) as u8)
+        }
     }
 }
 
