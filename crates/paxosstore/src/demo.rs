@@ -98,8 +98,10 @@ pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
         libc::signal(libc::SIGTERM, on_signal as *const () as usize);
     }
     let deadline = Instant::now() + Duration::from_secs(30);
+    // Ready = every node answers PING and reaches a majority of its peers.
     for (i, addr) in clients.iter().enumerate() {
-        while !ping(addr) {
+        let admin = format!("127.0.0.1:{}", port as u32 + 20_000 + i as u32);
+        while !ping(addr) || !healthy(&admin) {
             if Instant::now() > deadline || STOP.load(Ordering::SeqCst) {
                 eprintln!(
                     "paxosstore demo: node {i} did not answer on {addr}; see {}",
@@ -143,6 +145,18 @@ fn ping(addr: &str) -> bool {
     }
     let mut buf = [0u8; 7];
     matches!(s.read_exact(&mut buf), Ok(())) && &buf == b"+PONG\r\n"
+}
+
+fn healthy(admin: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(admin) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    matches!(s.read_exact(&mut buf), Ok(())) && buf.ends_with(b"200")
 }
 
 fn stop_all(mut children: Vec<Child>, code: ExitCode) -> ExitCode {
