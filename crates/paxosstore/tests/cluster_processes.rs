@@ -1,0 +1,1066 @@
+//! Real-process tests: a 3-node cluster of `paxosstore server --config` processes on
+//! 127.0.0.1, driven over the Redis protocol (a tiny RESP client on std `TcpStream`)
+//! and the admin HTTP port.
+//!
+//! No sleeps are used as synchronisation: every wait polls a condition against a
+//! deadline. Each test starts its own cluster on its own ports, in its own temp dir.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_paxosstore");
+const N: usize = 3;
+
+// ---------------------------------------------------------------------------
+// Polling
+// ---------------------------------------------------------------------------
+
+/// Poll `f` until it returns `Ok`, or panic after `secs` with `what` and the last
+/// `Err` seen.
+fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {secs}s waiting for {what}; last: {e}")
+            }
+            Err(_) => {
+                // Back-off between polls; this is pacing, not synchronisation.
+                thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// Wait for a child to exit, at most `secs`.
+fn wait_exit(child: &mut Child, secs: u64) -> Option<ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ports
+// ---------------------------------------------------------------------------
+
+/// `n` distinct free ports: bind port 0 `n` times at once, then release them. Ports
+/// handed out earlier in this test process are never handed out again, so tests
+/// running in parallel cannot pick each other's ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    static USED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let p = l.local_addr().unwrap().port();
+        held.push(l);
+        if used.insert(p) {
+            ports.push(p);
+        }
+    }
+    ports
+}
+
+// ---------------------------------------------------------------------------
+// RESP client
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, PartialEq, Eq)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Reply>>),
+}
+
+/// Bulk strings shown as (lossy) text, so failure messages are readable.
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Simple(s) => write!(f, "+{s}"),
+            Reply::Error(e) => write!(f, "-{e}"),
+            Reply::Int(i) => write!(f, ":{i}"),
+            Reply::Bulk(None) => write!(f, "nil"),
+            Reply::Bulk(Some(b)) => write!(f, "{:?}", String::from_utf8_lossy(b)),
+            Reply::Array(None) => write!(f, "*nil"),
+            Reply::Array(Some(v)) => f.debug_list().entries(v).finish(),
+        }
+    }
+}
+
+impl Reply {
+    fn is_ok(&self) -> bool {
+        *self == Reply::Simple("OK".into())
+    }
+    fn bulk(s: &str) -> Reply {
+        Reply::Bulk(Some(s.as_bytes().to_vec()))
+    }
+}
+
+struct Resp {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Resp {
+    fn connect(addr: &str) -> std::io::Result<Resp> {
+        let s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.set_write_timeout(Some(Duration::from_secs(10)))?;
+        s.set_nodelay(true)?;
+        Ok(Resp {
+            r: BufReader::new(s.try_clone()?),
+            w: s,
+        })
+    }
+
+    /// Send one command as an array of bulk strings and read one reply.
+    fn cmd(&mut self, args: &[&[u8]]) -> std::io::Result<Reply> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.w.write_all(&out)?;
+        read_reply(&mut self.r)
+    }
+
+    fn cmds(&mut self, args: &[&str]) -> std::io::Result<Reply> {
+        let v: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.cmd(&v)
+    }
+}
+
+fn bad(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
+}
+
+fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
+    let mut line = Vec::new();
+    r.read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    if !line.ends_with(b"\r\n") {
+        return Err(bad(format!("unterminated line {line:?}")));
+    }
+    line.truncate(line.len() - 2);
+    let text = String::from_utf8_lossy(&line[1..]).into_owned();
+    let num = || -> std::io::Result<i64> {
+        text.parse::<i64>()
+            .map_err(|_| bad(format!("bad number {text:?}")))
+    };
+    Ok(match line[0] {
+        b'+' => Reply::Simple(text.clone()),
+        b'-' => Reply::Error(text.clone()),
+        b':' => Reply::Int(num()?),
+        b'$' => {
+            let n = num()?;
+            if n < 0 {
+                Reply::Bulk(None)
+            } else {
+                let mut buf = vec![0u8; n as usize + 2];
+                r.read_exact(&mut buf)?;
+                buf.truncate(n as usize);
+                Reply::Bulk(Some(buf))
+            }
+        }
+        b'*' => {
+            let n = num()?;
+            if n < 0 {
+                Reply::Array(None)
+            } else {
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(read_reply(r)?);
+                }
+                Reply::Array(Some(v))
+            }
+        }
+        t => return Err(bad(format!("unexpected reply type {:?}", t as char))),
+    })
+}
+
+/// One command on a fresh connection.
+fn once(addr: &str, args: &[&str]) -> Result<Reply, String> {
+    Resp::connect(addr)
+        .and_then(|mut c| c.cmds(args))
+        .map_err(|e| format!("{addr}: {e}"))
+}
+
+fn http_get(addr: &str, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("malformed HTTP response {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Ok((code, body.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Cluster of real processes
+// ---------------------------------------------------------------------------
+
+struct NodeAddrs {
+    client: String,
+    peer: String,
+    admin: String,
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<NodeAddrs>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    /// Write three configs and start three `server` processes; wait until every node
+    /// answers PING and sees both peers. Retries on fresh ports if a port was taken.
+    fn start() -> Cluster {
+        for attempt in 0.. {
+            let mut c = Cluster::configure();
+            for i in 0..N {
+                c.spawn(i);
+            }
+            match c.try_wait_ping_all(20) {
+                Ok(()) => {
+                    c.wait_connected_all(20);
+                    return c;
+                }
+                Err(e) if attempt < 2 && e.contains("in use") => {
+                    eprintln!("port collision, retrying on new ports: {e}");
+                    c.kill_all();
+                }
+                Err(e) => panic!("cluster did not start: {e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn configure() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports = free_ports(3 * N);
+        let nodes: Vec<NodeAddrs> = (0..N)
+            .map(|i| NodeAddrs {
+                client: format!("127.0.0.1:{}", ports[i]),
+                peer: format!("127.0.0.1:{}", ports[N + i]),
+                admin: format!("127.0.0.1:{}", ports[2 * N + i]),
+            })
+            .collect();
+        let mut members = String::new();
+        for (i, n) in nodes.iter().enumerate() {
+            members.push_str(&format!("\n[[members]]\nid = {i}\npeer = \"{}\"\n", n.peer));
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let toml = format!(
+                "id = {i}\n\
+                 cluster_id = 7\n\
+                 client_addr = \"{}\"\n\
+                 peer_addr = \"{}\"\n\
+                 admin_addr = \"{}\"\n\
+                 data_dir = \"{}\"\n\
+                 shards = 2\n\
+                 io_threads = 2\n\
+                 {members}",
+                n.client,
+                n.peer,
+                n.admin,
+                dir.path().join(format!("node{i}")).display()
+            );
+            std::fs::write(dir.path().join(format!("node{i}.toml")), toml).unwrap();
+        }
+        Cluster {
+            dir,
+            nodes,
+            children: (0..N).map(|_| None).collect(),
+        }
+    }
+
+    fn config_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}.toml"))
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("node{i}.log"))
+    }
+
+    /// Start node `i` from its config file; its stderr is appended to its log.
+    fn spawn(&mut self, i: usize) {
+        assert!(self.children[i].is_none(), "node {i} already running");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("server")
+            .arg("--config")
+            .arg(self.config_path(i))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn paxosstore server");
+        self.children[i] = Some(child);
+    }
+
+    fn pid(&self, i: usize) -> libc::pid_t {
+        self.children[i].as_ref().expect("node running").id() as libc::pid_t
+    }
+
+    /// SIGKILL node `i` and reap it.
+    fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn kill_all(&mut self) {
+        for i in 0..N {
+            self.kill9(i);
+        }
+    }
+
+    fn client(&self, i: usize) -> &str {
+        &self.nodes[i].client
+    }
+
+    fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(25)..].join("\n")
+    }
+
+    /// Wait until node `i` answers PING; fail early if it exits.
+    fn try_wait_ping(&mut self, i: usize, secs: u64) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let addr = self.nodes[i].client.clone();
+        loop {
+            if let Ok(Reply::Simple(s)) = once(&addr, &["PING"]) {
+                if s == "PONG" {
+                    return Ok(());
+                }
+            }
+            if let Some(c) = self.children[i].as_mut() {
+                if let Ok(Some(st)) = c.try_wait() {
+                    self.children[i] = None;
+                    return Err(format!("node {i} exited ({st}): {}", self.log_tail(i)));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("node {i} did not answer PING on {addr} in {secs}s"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn try_wait_ping_all(&mut self, secs: u64) -> Result<(), String> {
+        (0..N).try_for_each(|i| self.try_wait_ping(i, secs))
+    }
+
+    fn wait_ping(&mut self, i: usize, secs: u64) {
+        if let Err(e) = self.try_wait_ping(i, secs) {
+            panic!("{e}");
+        }
+    }
+
+    /// Number of peers node `i` reports as connected in /status.json.
+    fn peers_up(&self, i: usize) -> Result<usize, String> {
+        let (code, body) = http_get(&self.nodes[i].admin, "/status.json")?;
+        if code != 200 {
+            return Err(format!("status {code}"));
+        }
+        Ok(body.matches("\"state\":\"up(").count())
+    }
+
+    /// Wait until every running node sees every other running node.
+    fn wait_connected_all(&self, secs: u64) {
+        let running: Vec<usize> = (0..N).filter(|&i| self.children[i].is_some()).collect();
+        for &i in &running {
+            poll(secs, &format!("node {i} to see its peers"), || {
+                match self.peers_up(i)? {
+                    n if n + 1 >= running.len() => Ok(()),
+                    n => Err(format!("{n} peers up")),
+                }
+            });
+        }
+    }
+
+    /// `ctl status --addr <admin of i>`: exit code and stdout.
+    fn ctl_status(&self, i: usize) -> (Option<i32>, String) {
+        let out = Command::new(BIN)
+            .args(["ctl", "status", "--addr", &self.nodes[i].admin])
+            .output()
+            .expect("run ctl status");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            for i in 0..N {
+                eprintln!(
+                    "---- node {i} log ({}) ----\n{}",
+                    self.log_path(i).display(),
+                    self.log_tail(i)
+                );
+            }
+        }
+        self.kill_all();
+    }
+}
+
+/// SET on `addr`, retrying errors (e.g. CLUSTERDOWN while peers connect) until
+/// `secs`. Panics on a reply other than +OK or an error.
+fn set_retry(addr: &str, key: &str, value: &str, secs: u64) {
+    poll(secs, &format!("SET {key} on {addr}"), || {
+        match once(addr, &["SET", key, value])? {
+            r if r.is_ok() => Ok(()),
+            Reply::Error(e) => Err(e),
+            other => panic!("SET {key}: unexpected reply {other:?}"),
+        }
+    })
+}
+
+fn get(c: &mut Resp, key: &str) -> Reply {
+    c.cmds(&["GET", key]).expect("GET")
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+/// (a) A write through node 0 is read through nodes 1 and 2 at once (no retry:
+/// reads are linearizable, so a GET that starts after the SET's +OK must see it).
+#[test]
+fn set_on_one_node_is_read_on_the_others() {
+    let cl = Cluster::start();
+    set_retry(cl.client(0), "greeting", "hello", 20);
+    for i in 1..N {
+        let mut c = Resp::connect(cl.client(i)).unwrap();
+        assert_eq!(
+            get(&mut c, "greeting"),
+            Reply::bulk("hello"),
+            "GET on node {i}"
+        );
+    }
+    // Several keys (several entities, both shards), written through rotating nodes,
+    // each read back through the next node.
+    let mut conns: Vec<Resp> = (0..N)
+        .map(|i| Resp::connect(cl.client(i)).unwrap())
+        .collect();
+    for k in 0..60 {
+        let key = format!("key:{k}");
+        let val = format!("value-{k}-{}", k * 7);
+        let w = k % N;
+        assert!(
+            conns[w].cmds(&["SET", &key, &val]).unwrap().is_ok(),
+            "SET {key}"
+        );
+        let r = (k + 1) % N;
+        assert_eq!(
+            get(&mut conns[r], &key),
+            Reply::bulk(&val),
+            "{key} via node {r}"
+        );
+    }
+    // Overwrite and delete are seen elsewhere too.
+    assert!(conns[2].cmds(&["SET", "greeting", "bye"]).unwrap().is_ok());
+    assert_eq!(get(&mut conns[0], "greeting"), Reply::bulk("bye"));
+    assert_eq!(conns[1].cmds(&["DEL", "greeting"]).unwrap(), Reply::Int(1));
+    assert_eq!(get(&mut conns[2], "greeting"), Reply::Bulk(None));
+    assert_eq!(get(&mut conns[0], "greeting"), Reply::Bulk(None));
+}
+
+/// (a') A write acknowledged by one node is seen by the next write through another
+/// node: INCR through node i then INCR through node i+1 on a fresh key must return 1
+/// then 2, and of two SET NX through different nodes only the first may succeed.
+#[test]
+fn write_on_one_node_is_seen_by_next_write_on_another() {
+    let cl = Cluster::start();
+    set_retry(cl.client(0), "warm", "1", 20);
+    let mut conns: Vec<Resp> = (0..N)
+        .map(|i| Resp::connect(cl.client(i)).unwrap())
+        .collect();
+    let mut bad = Vec::new();
+    for k in 0..300 {
+        let (a, b) = (k % N, (k + 1) % N);
+        let key = format!("incr:{k}");
+        let first = conns[a].cmds(&["INCR", &key]).unwrap();
+        let second = conns[b].cmds(&["INCR", &key]).unwrap();
+        if (&first, &second) != (&Reply::Int(1), &Reply::Int(2)) {
+            let v = conns[0].cmds(&["VGET", &key]).unwrap();
+            bad.push(format!(
+                "INCR {key} via {a} then {b}: {first:?}, {second:?}; VGET {v:?}"
+            ));
+        }
+        let key = format!("nx:{k}");
+        let first = conns[a].cmds(&["SET", &key, "first", "NX"]).unwrap();
+        let second = conns[b].cmds(&["SET", &key, "second", "NX"]).unwrap();
+        if !first.is_ok() || second != Reply::Bulk(None) {
+            let v = conns[0].cmds(&["VGET", &key]).unwrap();
+            bad.push(format!(
+                "SET NX {key} via {a} then {b}: {first:?}, {second:?}; VGET {v:?}"
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "{} of 600 sequential write pairs lost an acknowledged write, e.g.:\n{}",
+        bad.len(),
+        bad[..bad.len().min(5)].join("\n")
+    );
+}
+
+/// (b) SIGKILL one node: the other two keep serving; `ctl status` shows it is not
+/// up; restarted from the same config, it serves the writes it missed.
+#[test]
+fn kill_one_node_cluster_keeps_working_and_node_catches_up() {
+    let mut cl = Cluster::start();
+    set_retry(cl.client(0), "before", "b0", 20);
+
+    cl.kill9(2);
+
+    // Writes through node 0 and node 1, reads through the other live node. The first
+    // requests after the kill may have been routed to the dead node; each operation
+    // is retried on error until a deadline, but must then succeed with the right value.
+    let mut written = Vec::new();
+    for k in 0..40 {
+        let key = format!("down:{k}");
+        let val = format!("while-down-{k}");
+        let (w, r) = if k % 2 == 0 { (0, 1) } else { (1, 0) };
+        set_retry(cl.client(w), &key, &val, 15);
+        let got = poll(15, &format!("GET {key} on node {r}"), || {
+            match once(cl.client(r), &["GET", &key])? {
+                Reply::Error(e) => Err(e),
+                other => Ok(other),
+            }
+        });
+        assert_eq!(got, Reply::bulk(&val), "{key} via node {r}");
+        written.push((key, val));
+    }
+    // INCR (read-modify-write) also works with one node down.
+    for i in 0..10 {
+        let n = once(cl.client(i % 2), &["INCR", "down:counter"]).unwrap();
+        assert_eq!(n, Reply::Int(i as i64 + 1));
+    }
+
+    // ctl status through a live node: majority reachable (exit 0), member 2 not up.
+    let (code, out) = poll(15, "ctl status to show member 2 not up", || {
+        let (code, out) = cl.ctl_status(0);
+        let row = out
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some("2"))
+            .ok_or_else(|| format!("no row for member 2 in {out:?}"))?
+            .to_string();
+        if row.contains("up(") {
+            Err(format!("member 2 still shown up: {row}"))
+        } else {
+            Ok((code, out))
+        }
+    });
+    eprintln!("ctl status with node 2 killed:\n{out}");
+    assert_eq!(code, Some(0), "ctl status exit code with 2 of 3 up:\n{out}");
+    assert!(out.contains("majority reachable: yes"), "{out}");
+    let row1 = out
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("1"))
+        .unwrap();
+    assert!(row1.contains("up("), "member 1 should be up: {out}");
+    assert_eq!(
+        http_get(&cl.nodes[1].admin, "/health").unwrap().0,
+        200,
+        "health of a node with a majority"
+    );
+
+    // Restart node 2 from the same config; it must serve everything it missed.
+    cl.spawn(2);
+    cl.wait_ping(2, 20);
+    let mut c2: Option<Resp> = None;
+    for (key, val) in written
+        .iter()
+        .chain([&("before".to_string(), "b0".to_string())])
+    {
+        let got = poll(30, &format!("GET {key} on restarted node 2"), || {
+            let c = match c2.as_mut() {
+                Some(c) => c,
+                None => c2.insert(Resp::connect(cl.client(2)).map_err(|e| e.to_string())?),
+            };
+            match c.cmds(&["GET", key]) {
+                Ok(Reply::Bulk(Some(v))) => Ok(v),
+                Ok(other) => Err(format!("{other:?}")),
+                Err(e) => {
+                    c2 = None;
+                    Err(e.to_string())
+                }
+            }
+        });
+        assert_eq!(got, val.as_bytes(), "{key} on node 2");
+    }
+    assert_eq!(
+        once(cl.client(2), &["GET", "down:counter"]).unwrap(),
+        Reply::bulk("10")
+    );
+    // And node 2 takes part in new writes again.
+    let mut c = Resp::connect(cl.client(2)).unwrap();
+    assert!(c.cmds(&["SET", "after", "a2"]).unwrap().is_ok());
+    assert_eq!(
+        once(cl.client(0), &["GET", "after"]).unwrap(),
+        Reply::bulk("a2")
+    );
+    cl.wait_connected_all(20);
+    let (code, out) = cl.ctl_status(0);
+    assert_eq!(code, Some(0), "{out}");
+}
+
+/// What one writer thread saw before its connection broke.
+#[derive(Default)]
+struct WriterLog {
+    /// SETs acknowledged with +OK.
+    acked: Vec<(String, String)>,
+    /// SETs sent but not acknowledged (error reply or broken link): may or may not
+    /// have taken effect.
+    uncertain: Vec<(String, String)>,
+    /// The writer's counter key, the last value an INCR on it returned (or that a
+    /// read showed), and whether an INCR that may still take effect was left
+    /// unacknowledged after that. (An INCR whose connection broke is a pending
+    /// operation: it may take effect at any later time, even after a restart and
+    /// a read that did not see it.)
+    counter: (String, i64, bool),
+}
+
+/// Writer `t` of `round`: alternates SETs of unique keys and INCRs of its own
+/// counter (which must return exactly one more each time) until `stop` or its
+/// connection breaks.
+fn writer(
+    addr: String,
+    round: usize,
+    t: usize,
+    counter_start: (i64, bool),
+    stop: Arc<AtomicBool>,
+    acked_total: Arc<AtomicUsize>,
+) -> WriterLog {
+    let ctr = format!("ctr:{t}");
+    let mut log = WriterLog {
+        counter: (ctr.clone(), counter_start.0, counter_start.1),
+        ..WriterLog::default()
+    };
+    let Ok(mut c) = Resp::connect(&addr) else {
+        return log;
+    };
+    for i in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if i % 4 == 3 {
+            match c.cmds(&["INCR", &ctr]) {
+                Ok(Reply::Int(n)) => {
+                    let last = log.counter.1;
+                    // A single writer per counter: one more than last time, or two
+                    // more if the INCR before was left unacknowledged.
+                    let ok = n == last + 1 || (log.counter.2 && n == last + 2);
+                    assert!(
+                        ok,
+                        "INCR {ctr} returned {n} after {last} (uncertain: {})",
+                        log.counter.2
+                    );
+                    log.counter = (ctr.clone(), n, false);
+                }
+                Ok(_) => log.counter.2 = true,
+                Err(_) => {
+                    log.counter.2 = true;
+                    break;
+                }
+            }
+            continue;
+        }
+        // Writers 0 and 1 write keys of one entity each, the others one entity per key.
+        let key = if t < 2 {
+            format!("{{r{round}w{t}}}:{i}")
+        } else {
+            format!("r{round}w{t}:{i}")
+        };
+        let val = format!("v{round}-{t}-{i}-{}", i * 31 + t);
+        match c.cmds(&["SET", &key, &val]) {
+            Ok(r) if r.is_ok() => {
+                log.acked.push((key, val));
+                acked_total.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(_) => log.uncertain.push((key, val)),
+            Err(_) => {
+                log.uncertain.push((key, val));
+                break;
+            }
+        }
+    }
+    log
+}
+
+/// GET `keys` through node `node`, pipelined in chunks; errors are retried until a
+/// deadline (the cluster may still be electing/catching up after a restart).
+fn get_many(cl: &Cluster, node: usize, keys: &[String]) -> Vec<Reply> {
+    let mut all = Vec::new();
+    for chunk in keys.chunks(100) {
+        let values = poll(20, &format!("{} GETs on node {node}", chunk.len()), || {
+            let mut c = Resp::connect(cl.client(node)).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            for k in chunk {
+                out.extend_from_slice(
+                    format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()).as_bytes(),
+                );
+            }
+            c.w.write_all(&out).map_err(|e| e.to_string())?;
+            let mut replies = Vec::new();
+            for k in chunk {
+                match read_reply(&mut c.r).map_err(|e| e.to_string())? {
+                    Reply::Error(e) => return Err(format!("GET {k}: {e}")),
+                    r => replies.push(r),
+                }
+            }
+            Ok(replies)
+        });
+        all.extend(values);
+    }
+    all
+}
+
+/// (b') With two of three nodes killed the survivor reports no majority: `ctl status`
+/// exits 1, /health is 503, writes fail with CLUSTERDOWN; one node back restores all.
+#[test]
+fn majority_loss_is_reported_and_recovered() {
+    let mut cl = Cluster::start();
+    set_retry(cl.client(0), "m", "before", 20);
+    cl.kill9(1);
+    cl.kill9(2);
+    let out = poll(15, "ctl status to report no majority", || {
+        match cl.ctl_status(0) {
+            (Some(1), out) => Ok(out),
+            (code, out) => Err(format!("exit {code:?}: {out}")),
+        }
+    });
+    assert!(out.contains("majority reachable: NO"), "{out}");
+    assert_eq!(http_get(&cl.nodes[0].admin, "/health").unwrap().0, 503);
+    match once(cl.client(0), &["SET", "m", "during"]).unwrap() {
+        Reply::Error(e) => assert!(e.starts_with("CLUSTERDOWN"), "{e}"),
+        other => panic!("SET without a majority answered {other:?}"),
+    }
+    cl.spawn(1);
+    cl.wait_ping(1, 20);
+    poll(20, "/health 200 on node 0 again", || {
+        match http_get(&cl.nodes[0].admin, "/health")?.0 {
+            200 => Ok(()),
+            c => Err(format!("status {c}")),
+        }
+    });
+    let (code, out) = cl.ctl_status(0);
+    assert_eq!(code, Some(0), "{out}");
+    set_retry(cl.client(1), "m", "after", 20);
+    assert_eq!(
+        once(cl.client(0), &["GET", "m"]).unwrap(),
+        Reply::bulk("after")
+    );
+}
+
+/// (c) SIGKILL all three nodes while several writers run; after a restart every
+/// write that was acknowledged with +OK is read back with its value, a write in
+/// flight at the crash is either fully there or absent, and counters advanced by
+/// acknowledged INCRs are neither lost nor applied twice. Three crash rounds.
+#[test]
+fn kill_all_during_writes_keeps_every_acknowledged_write() {
+    const WRITERS: usize = 6;
+    const ROUNDS: usize = 3;
+    let mut cl = Cluster::start();
+    let mut acked: Vec<(String, String)> = Vec::new();
+    let mut counters: Vec<(i64, bool)> = vec![(0, false); WRITERS];
+    for round in 0..ROUNDS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked_total = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..WRITERS)
+            .map(|t| {
+                let addr = cl.client((t + round) % N).to_string();
+                let (stop, acked_total, start) = (stop.clone(), acked_total.clone(), counters[t]);
+                thread::spawn(move || writer(addr, round, t, start, stop, acked_total))
+            })
+            .collect();
+        let target = 300;
+        poll(
+            30,
+            &format!("round {round}: {target} acknowledged writes"),
+            || match acked_total.load(Ordering::Relaxed) {
+                n if n >= target => Ok(()),
+                n => Err(format!("{n} acknowledged")),
+            },
+        );
+        // kill -9 all three, as close together as possible, with writes in flight.
+        let pids: Vec<libc::pid_t> = (0..N).map(|i| cl.pid(i)).collect();
+        for pid in pids {
+            // SAFETY: kill(2) on our own, not yet reaped, child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        cl.kill_all(); // reap
+        stop.store(true, Ordering::Relaxed);
+        let logs: Vec<WriterLog> = handles
+            .into_iter()
+            .map(|h| h.join().expect("writer thread panicked"))
+            .collect();
+        let round_acked: usize = logs.iter().map(|l| l.acked.len()).sum();
+        let uncertain: Vec<(String, String)> =
+            logs.iter().flat_map(|l| l.uncertain.clone()).collect();
+        eprintln!(
+            "round {round}: killed all nodes with {round_acked} SETs acknowledged, {} not",
+            uncertain.len()
+        );
+        acked.extend(logs.iter().flat_map(|l| l.acked.clone()));
+
+        for i in 0..N {
+            cl.spawn(i);
+        }
+        for i in 0..N {
+            cl.wait_ping(i, 20);
+        }
+        cl.wait_connected_all(20);
+
+        // Every acknowledged SET of every round so far, read through rotating nodes.
+        let keys: Vec<String> = acked.iter().map(|(k, _)| k.clone()).collect();
+        let got = get_many(&cl, round % N, &keys);
+        let wrong: Vec<String> = acked
+            .iter()
+            .zip(&got)
+            .filter(|((_, v), g)| **g != Reply::bulk(v))
+            .map(|((k, v), g)| format!("{k}: expected {v:?}, got {g:?}"))
+            .collect();
+        assert!(
+            wrong.is_empty(),
+            "round {round}: {} of {} acknowledged writes lost or wrong after kill -9 of all nodes, e.g. {:?}",
+            wrong.len(),
+            acked.len(),
+            &wrong[..wrong.len().min(10)]
+        );
+        let ukeys: Vec<String> = uncertain.iter().map(|(k, _)| k.clone()).collect();
+        for ((k, v), g) in uncertain.iter().zip(get_many(&cl, (round + 1) % N, &ukeys)) {
+            assert!(
+                g == Reply::bulk(v) || g == Reply::Bulk(None),
+                "unacknowledged write {k}: expected its value or nil, got {g:?}"
+            );
+        }
+        // Counters: the last acknowledged value, or one more if an INCR was in flight.
+        for (t, l) in logs.iter().enumerate() {
+            let (key, last, pending) = &l.counter;
+            let got = get_many(&cl, (t + 2) % N, std::slice::from_ref(key)).remove(0);
+            let n: i64 = match &got {
+                Reply::Bulk(None) => 0,
+                Reply::Bulk(Some(b)) => String::from_utf8_lossy(b).parse().unwrap(),
+                other => panic!("GET {key}: {other:?}"),
+            };
+            assert!(
+                n == *last || (*pending && n == last + 1),
+                "round {round}: counter {key} is {n}; last acknowledged INCR returned {last} (one unacknowledged: {pending})"
+            );
+            // If the pending INCR did not show, it may still take effect later.
+            counters[t] = (n, *pending && n == *last);
+        }
+    }
+}
+
+/// (d) SIGTERM stops a node gracefully: exit code 0, even with an idle client
+/// connection open and after serving writes.
+#[test]
+fn sigterm_exits_zero() {
+    let mut cl = Cluster::start();
+    set_retry(cl.client(1), "t", "1", 20);
+    let mut idle = Resp::connect(cl.client(1)).unwrap();
+    assert_eq!(get(&mut idle, "t"), Reply::bulk("1"));
+    let pid = cl.pid(1);
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut child = cl.children[1].take().unwrap();
+    let st = wait_exit(&mut child, 20);
+    if st.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("node 1 did not exit within 20s of SIGTERM");
+    }
+    let st = st.unwrap();
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM: {st}");
+    // The others still form a majority.
+    set_retry(cl.client(0), "t", "2", 15);
+    assert_eq!(once(cl.client(2), &["GET", "t"]).unwrap(), Reply::bulk("2"));
+    // And a SIGTERM'd node restarts cleanly from its data.
+    cl.spawn(1);
+    cl.wait_ping(1, 20);
+    let got = poll(20, "GET t on restarted node 1", || {
+        match once(cl.client(1), &["GET", "t"])? {
+            Reply::Error(e) => Err(e),
+            r => Ok(r),
+        }
+    });
+    assert_eq!(got, Reply::bulk("2"));
+}
+
+/// A valid single-node-of-three config text on fresh ports, plus `extra` lines and
+/// `m` members; returns (toml, client port).
+fn config_text(dir: &std::path::Path, extra: &str, m: usize) -> (String, u16) {
+    let ports = free_ports(3 + m);
+    let members: String = (0..m)
+        .map(|i| {
+            format!(
+                "\n[[members]]\nid = {i}\npeer = \"127.0.0.1:{}\"\n",
+                ports[3 + i]
+            )
+        })
+        .collect();
+    let toml = format!(
+        "id = 0\nclient_addr = \"127.0.0.1:{}\"\npeer_addr = \"127.0.0.1:{}\"\n\
+         admin_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\nshards = 2\nio_threads = 2\n{extra}\n{members}",
+        ports[0],
+        ports[1],
+        ports[2],
+        dir.join("data").display(),
+    );
+    (toml, ports[0])
+}
+
+/// Run `server` on `toml`; expect exit code 2, exactly one stderr line naming
+/// `field`, nothing on stdout, and no client listener.
+fn expect_bad_config(dir: &std::path::Path, name: &str, toml: &str, field: &str, client_port: u16) {
+    let path = dir.join(format!("{}.toml", name.replace(' ', "_")));
+    std::fs::write(&path, toml).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("server")
+        .arg("--config")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let Some(st) = wait_exit(&mut child, 15) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{name}: server with a bad config is still running after 15s\n{toml}");
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "{name}: exit status {st}; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{name}: expected one line on stderr, got {stderr:?}"
+    );
+    assert!(
+        lines[0].contains(field),
+        "{name}: the stderr line does not name the field `{field}`: {:?}",
+        lines[0]
+    );
+    assert!(
+        stdout.trim().is_empty(),
+        "{name}: unexpected stdout {stdout:?}"
+    );
+    assert!(
+        TcpStream::connect(format!("127.0.0.1:{client_port}")).is_err(),
+        "{name}: something listens on the client port"
+    );
+}
+
+/// (e) A bad config: one line on stderr naming the field, exit code 2, no listener.
+#[test]
+fn bad_config_names_the_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (t, p) = config_text(d, "bogus_option = 1", 3);
+    expect_bad_config(d, "unknown field", &t, "bogus_option", p);
+    let (t, p) = config_text(d, "", 2);
+    expect_bad_config(d, "two members", &t, "members", p);
+    let (t, p) = config_text(d, "", 3);
+    let t = t.replace("shards = 2", "shards = 0");
+    expect_bad_config(d, "zero shards", &t, "shards", p);
+    let (t, p) = config_text(d, "", 3);
+    let t = t.replacen("id = 0", "id = 5", 1);
+    expect_bad_config(d, "id not a member", &t, "`id`", p);
+    let (t, p) = config_text(d, "", 3);
+    let t = t.replace(
+        &format!("client_addr = \"127.0.0.1:{p}\""),
+        "client_addr = \"nowhere\"",
+    );
+    expect_bad_config(d, "bad client address", &t, "client_addr", p);
+    let (t, p) = config_text(
+        d,
+        "[[members]]\nid = 0\npeer = \"127.0.0.1:1\"\nextra = 1",
+        3,
+    );
+    expect_bad_config(d, "unknown member field", &t, "extra", p);
+
+    // A missing config file is also exit 2, with one line naming the file.
+    let out = Command::new(BIN)
+        .arg("server")
+        .arg("--config")
+        .arg(d.join("nope.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr:?}");
+    assert!(stderr.contains("nope.toml"), "{stderr:?}");
+}
+
+/// (e') A value of the wrong type is a bad config too: the one stderr line must name
+/// the field, not only a byte offset.
+#[test]
+fn bad_config_wrong_type_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (t, p) = config_text(dir.path(), "", 3);
+    let t = t.replace("io_threads = 2", "io_threads = \"two\"");
+    expect_bad_config(dir.path(), "wrong type", &t, "io_threads", p);
+}
