@@ -146,6 +146,9 @@ enum OpKind {
     Write {
         value: Bytes,
         request_ids: Vec<u64>,
+        /// The value was computed from the state at this entry, so it may only be
+        /// proposed at `base + 1`.
+        base: EntryId,
     },
     Read {
         read_id: u64,
@@ -409,7 +412,11 @@ impl Entity {
         }
         self.op = Some(Op {
             token,
-            kind: OpKind::Write { value, request_ids },
+            kind: OpKind::Write {
+                value,
+                request_ids,
+                base: self.applied,
+            },
             deadline,
             entry: None,
             ids: Vec::new(),
@@ -761,7 +768,9 @@ impl Entity {
     fn accept_at(&mut self, entry: EntryId) {
         let (value, reqs) = match &self.op {
             Some(Op {
-                kind: OpKind::Write { value, request_ids },
+                kind: OpKind::Write {
+                    value, request_ids, ..
+                },
                 entry: Some(e),
                 ..
             }) if *e == entry => (value.clone(), request_ids.clone()),
@@ -789,6 +798,20 @@ impl Entity {
         }
         let e = self.applied + 1;
         let is_read = matches!(op.kind, OpKind::Read { .. });
+        if let OpKind::Write { base, .. } = op.kind {
+            if base != self.applied {
+                // The state moved on (this node was behind, or another value won the
+                // entry): the value was computed from an older state and must not be
+                // proposed at a later entry. The caller recomputes it.
+                let (token, entry) = (op.token, base + 1);
+                self.op = None;
+                self.events.push_back(Event::Done {
+                    token,
+                    outcome: Outcome::Lost { entry },
+                });
+                return;
+            }
+        }
         let voter = self.may_vote(e);
         if !voter && !is_read {
             let token = op.token;
@@ -839,7 +862,9 @@ impl Entity {
         slot.dirty = true;
         if fast {
             if let Some(Op {
-                kind: OpKind::Write { value, request_ids },
+                kind: OpKind::Write {
+                    value, request_ids, ..
+                },
                 ..
             }) = &self.op
             {

@@ -174,6 +174,8 @@ pub struct Sim {
     next_token: u64,
     report: SimReport,
     faults_active: bool,
+    /// Write count of each chosen state, per (entity, entry).
+    seqs: BTreeMap<(EntityNo, EntryId), u64>,
     /// Nodes that ever restarted with a wiped disk.
     wiped: std::collections::BTreeSet<NodeId>,
 }
@@ -219,6 +221,7 @@ impl Sim {
             report: SimReport::default(),
             faults_active: true,
             wiped: std::collections::BTreeSet::new(),
+            seqs: BTreeMap::new(),
         }
     }
 
@@ -527,6 +530,17 @@ impl Sim {
                         }
                     } else {
                         self.chosen.insert((ent, entry), value_id);
+                    }
+                    // Each chosen state derives from the one chosen just before it.
+                    self.seqs.insert((ent, entry), v.seq);
+                    if let Some(&prev) = self.seqs.get(&(ent, entry.wrapping_sub(1))) {
+                        if v.seq != prev && v.seq != prev + 1 {
+                            self.fail(format!(
+                                "derivation: entity {ent} entry {entry}: state has {} writes, the state at entry {} had {prev}",
+                                v.seq,
+                                entry - 1
+                            ));
+                        }
                     }
                     self.nodes[x as usize].values.insert(ent, v);
                 }
@@ -999,6 +1013,10 @@ const RECENT: usize = 16;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct State {
     value: Option<u64>,
+    /// Number of writes in this state's history: a write proposes `seq + 1` of the
+    /// state it was computed from, so a chosen state at `e` must have the `seq` of the
+    /// state at `e - 1` plus one (a write) or plus zero (a no-op).
+    seq: u64,
     recent: Vec<u64>,
     /// Entry this state was chosen at (not encoded; known from the Apply).
     entry: EntryId,
@@ -1013,6 +1031,7 @@ impl State {
         }
         State {
             value: Some(v),
+            seq: self.seq + 1,
             recent,
             entry: 0,
         }
@@ -1021,6 +1040,7 @@ impl State {
     fn encode(&self) -> Bytes {
         let mut b = Vec::with_capacity(8 * (1 + self.recent.len()));
         b.extend_from_slice(&self.value.unwrap_or(0).to_be_bytes());
+        b.extend_from_slice(&self.seq.to_be_bytes());
         for r in &self.recent {
             b.extend_from_slice(&r.to_be_bytes());
         }
@@ -1034,8 +1054,10 @@ impl State {
             u64::from_be_bytes(w)
         });
         let value = words.next().filter(|&v| v != 0);
+        let seq = words.next().unwrap_or(0);
         State {
             value,
+            seq,
             recent: words.collect(),
             entry,
         }
