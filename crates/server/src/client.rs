@@ -21,6 +21,8 @@ use crate::shard_worker::{route, ShardInput};
 enum Pending {
     Ready(Reply),
     One(oneshot::Receiver<Reply>),
+    /// EXEC: the entity's array reply, with locally answered items put back in place.
+    Exec(oneshot::Receiver<Reply>, Vec<Option<Reply>>),
     /// Per-key fan-out across entities, merged when all arrive.
     Merge(MergeKind, Vec<oneshot::Receiver<Reply>>),
 }
@@ -33,13 +35,20 @@ enum MergeKind {
     Sum,
 }
 
+/// A command queued inside MULTI: run on the entity at EXEC, or answered locally
+/// (PING, ECHO, and errors Redis reports at EXEC time rather than when queuing).
+enum Queued {
+    Entity(Command),
+    Local(Reply),
+}
+
 struct Conn {
     id: u64,
     proto: u8,
     authed: bool,
     readonly: bool,
     name: Option<Bytes>,
-    multi: Option<Vec<Command>>,
+    multi: Option<Vec<Queued>>,
     multi_failed: bool,
     created: Instant,
 }
@@ -133,6 +142,18 @@ async fn resolve(p: Pending) -> Reply {
     match p {
         Pending::Ready(r) => r,
         Pending::One(rx) => rx.await.unwrap_or_else(|_| shard_gone()),
+        Pending::Exec(rx, layout) => match rx.await.unwrap_or_else(|_| shard_gone()) {
+            Reply::Array(items) => {
+                let mut items = items.into_iter();
+                Reply::Array(
+                    layout
+                        .into_iter()
+                        .map(|slot| slot.or_else(|| items.next()).unwrap_or(Reply::Null))
+                        .collect(),
+                )
+            }
+            other => other,
+        },
         Pending::Merge(kind, rxs) => {
             let mut items = Vec::new();
             let mut sum = 0i64;
@@ -185,8 +206,18 @@ fn dispatch(
     let cmd = match parse_command(args) {
         Ok(c) => c,
         Err(e) => {
-            if conn.multi.is_some() {
-                conn.multi_failed = true;
+            if let Some(q) = conn.multi.as_mut() {
+                // Redis refuses unknown commands and wrong arities when queuing (and
+                // aborts EXEC); every other argument error surfaces inside EXEC.
+                if matches!(
+                    e,
+                    resp::CommandError::UnknownCommand { .. } | resp::CommandError::WrongArity(_)
+                ) {
+                    conn.multi_failed = true;
+                } else {
+                    q.push(Queued::Local(Reply::error(e.to_string())));
+                    return (Pending::Ready(Reply::simple("QUEUED")), "error", false);
+                }
             }
             return (Pending::Ready(Reply::error(e.to_string())), "error", false);
         }
@@ -221,8 +252,13 @@ fn dispatch(
                 false,
             );
         }
+        let item = match cmd {
+            Command::Ping(None) => Queued::Local(Reply::simple("PONG")),
+            Command::Ping(Some(m)) | Command::Echo(m) => Queued::Local(Reply::Bulk(m)),
+            cmd => Queued::Entity(cmd),
+        };
         if let Some(q) = conn.multi.as_mut() {
-            q.push(cmd);
+            q.push(item);
         }
         return (Pending::Ready(Reply::simple("QUEUED")), name, false);
     }
@@ -290,7 +326,7 @@ fn dispatch(
             None => ready(Reply::error("ERR DISCARD without MULTI")),
         },
         Command::Exec => {
-            let Some(cmds) = conn.multi.take() else {
+            let Some(queued) = conn.multi.take() else {
                 return ready(Reply::error("ERR EXEC without MULTI"));
             };
             if conn.multi_failed {
@@ -298,8 +334,19 @@ fn dispatch(
                     "EXECABORT Transaction discarded because of previous errors.",
                 ));
             }
+            let mut layout: Vec<Option<Reply>> = Vec::with_capacity(queued.len());
+            let mut cmds = Vec::new();
+            for q in queued {
+                match q {
+                    Queued::Entity(c) => {
+                        cmds.push(c);
+                        layout.push(None);
+                    }
+                    Queued::Local(r) => layout.push(Some(r)),
+                }
+            }
             if cmds.is_empty() {
-                return ready(Reply::Array(Vec::new()));
+                return ready(Reply::Array(layout.into_iter().flatten().collect()));
             }
             let keys: Vec<&Bytes> = cmds.iter().flat_map(|c| c.keys()).collect();
             let Some(entity) = one_entity(&keys) else {
@@ -307,20 +354,16 @@ fn dispatch(
                     "CROSSSLOT Keys in request don't hash to the same slot",
                 ));
             };
-            (
-                submit(
-                    shared,
-                    entity,
-                    Request {
-                        cmds,
-                        multi: true,
-                        stale_ok: false,
-                        request_id: 0,
-                    },
-                ),
-                name,
-                false,
-            )
+            let req = Request {
+                cmds,
+                multi: true,
+                stale_ok: false,
+                request_id: 0,
+            };
+            match submit(shared, entity, req) {
+                Pending::One(rx) => (Pending::Exec(rx, layout), name, false),
+                other => (other, name, false),
+            }
         }
         Command::Watch(_) | Command::Unwatch => ready(Reply::error(
             "ERR WATCH is not supported yet by this server",
@@ -380,7 +423,8 @@ fn route_entity_command(
                         let _ = tx.send(r);
                         rx
                     }
-                    Pending::Merge(..) => oneshot::channel().1,
+                    // `submit` only returns `One` or `Ready`.
+                    Pending::Merge(..) | Pending::Exec(..) => oneshot::channel().1,
                 }
             })
             .collect();

@@ -159,12 +159,23 @@ impl NodeConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.message().to_string()
-                + &e.span()
-                    .map(|s| format!(" (at byte {})", s.start))
-                    .unwrap_or_default(),
+        let cfg: NodeConfig = toml::from_str(&text).map_err(|e| {
+            // Name the field: the key on the line the error points at.
+            let key = e.span().and_then(|sp| {
+                let line_start = text[..sp.start.min(text.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1);
+                let line = text[line_start..].lines().next().unwrap_or("");
+                line.split_once('=').map(|(k, _)| k.trim().to_string())
+            });
+            let message = match key {
+                Some(k) if !k.is_empty() => format!("field `{k}`: {}", e.message()),
+                _ => e.message().to_string(),
+            };
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            }
         })?;
         cfg.validate()?;
         Ok(cfg)

@@ -293,7 +293,7 @@ pub enum Command {
     Unwatch,
     ReadOnly,
     ReadWrite,
-    /// PaxosStore: reply `[value, version]` (version 0 if absent).
+    /// PaxosStore: reply `[value, version]` (nil if absent).
     VGet(Bytes),
     /// PaxosStore: set only if the current version equals `version`
     /// (0 = key must not exist).
