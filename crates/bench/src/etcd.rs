@@ -103,7 +103,8 @@ async fn one_op(
             let v = workload::value(slot.seq, cfg.value_size);
             if cfg.verify {
                 slot.tracker.sent(idx, slot.seq);
-                kv.put(workload::verify_key(slot.writer, idx), v, None).await?;
+                kv.put(workload::verify_key(slot.writer, idx), v, None)
+                    .await?;
                 slot.tracker.acked(idx, slot.seq);
             } else {
                 kv.put(workload::key(idx), v, None).await?;
@@ -118,7 +119,8 @@ async fn one_op(
             slot.seq += 1;
             let v = workload::value(slot.seq, cfg.value_size);
             let (a, b) = workload::mset_keys(idx);
-            let txn = Txn::new().and_then(vec![TxnOp::put(a, v.clone(), None), TxnOp::put(b, v, None)]);
+            let txn =
+                Txn::new().and_then(vec![TxnOp::put(a, v.clone(), None), TxnOp::put(b, v, None)]);
             kv.txn(txn).await?;
             Ok(Outcome::Ok)
         }
@@ -129,16 +131,29 @@ async fn one_op(
             slot.seq += 1;
             let v = workload::value(slot.seq, cfg.value_size);
             let txn = Txn::new()
-                .when(vec![Compare::mod_revision(key.clone(), CompareOp::Equal, rev)])
+                .when(vec![Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    rev,
+                )])
                 .and_then(vec![TxnOp::put(key, v, None)]);
             let r = kv.txn(txn).await?;
-            Ok(if r.succeeded() { Outcome::Ok } else { Outcome::Conflict })
+            Ok(if r.succeeded() {
+                Outcome::Ok
+            } else {
+                Outcome::Conflict
+            })
         }
         OpKind::Incr => unreachable!("rejected before the run"),
     }
 }
 
-async fn slot_loop(ctx: Arc<ClientCtx>, conn: Conn, shared: Arc<Shared>, mut slot: Slot) -> (Recorder, Slot) {
+async fn slot_loop(
+    ctx: Arc<ClientCtx>,
+    conn: Conn,
+    shared: Arc<Shared>,
+    mut slot: Slot,
+) -> (Recorder, Slot) {
     let mut rec = Recorder::default();
     let timeout = ctx.cfg.timeout;
     while shared.may_issue() {
@@ -179,8 +194,15 @@ async fn preload(ctx: &ClientCtx, conn: &Conn) -> u64 {
             let tries = 3 * conn.addrs.len();
             set.spawn(async move {
                 for _ in 0..tries {
-                    let Some((mut kv, gen)) = conn.get().await else { continue };
-                    match tokio::time::timeout(conn.timeout * 4, kv.put(workload::key(k), value.clone(), None)).await {
+                    let Some((mut kv, gen)) = conn.get().await else {
+                        continue;
+                    };
+                    match tokio::time::timeout(
+                        conn.timeout * 4,
+                        kv.put(workload::key(k), value.clone(), None),
+                    )
+                    .await
+                    {
                         Ok(Ok(_)) => return true,
                         _ => conn.failover(gen).await,
                     }
@@ -193,7 +215,8 @@ async fn preload(ctx: &ClientCtx, conn: &Conn) -> u64 {
                 errors += 1;
             }
         }
-        ctx.preloaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        ctx.preloaded
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     errors
 }
@@ -204,10 +227,16 @@ async fn verify(conn: &Conn, slot: &Slot) -> VerifyResult {
         let key = workload::verify_key(slot.writer, k);
         let mut read = None;
         for _ in 0..(3 * conn.addrs.len()) {
-            let Some((mut kv, gen)) = conn.get().await else { continue };
+            let Some((mut kv, gen)) = conn.get().await else {
+                continue;
+            };
             match tokio::time::timeout(conn.timeout * 4, kv.get(key.clone(), None)).await {
                 Ok(Ok(r)) => {
-                    read = Some(r.kvs().first().and_then(|kv| workload::value_seq(kv.value())));
+                    read = Some(
+                        r.kvs()
+                            .first()
+                            .and_then(|kv| workload::value_seq(kv.value())),
+                    );
                     break;
                 }
                 _ => conn.failover(gen).await,
@@ -233,7 +262,11 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
         timeout: ctx.cfg.timeout,
     };
     let _ = conn.get().await;
-    let preload_errors = if ctx.cfg.preload { preload(&ctx, &conn).await } else { 0 };
+    let preload_errors = if ctx.cfg.preload {
+        preload(&ctx, &conn).await
+    } else {
+        0
+    };
     conn.state.lock().await.failovers = 0;
     let shared = ctx.wait_start().await;
     let ctx = Arc::new(ctx);
@@ -243,7 +276,9 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
         let writer = ctx.id * depth + s;
         let slot = Slot {
             writer,
-            rng: StdRng::seed_from_u64(ctx.cfg.seed ^ (writer as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            rng: StdRng::seed_from_u64(
+                ctx.cfg.seed ^ (writer as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            ),
             seq: (writer as u64) << 40,
             tracker: Tracker::default(),
         };

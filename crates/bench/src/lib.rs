@@ -132,7 +132,8 @@ pub struct RunArgs {
 /// Returns the process exit code: 0 ok, 1 failed (nothing completed, bad target),
 /// 2 usage error, 3 the lost-write check found lost writes.
 pub fn cli_main(mut args: Vec<String>) -> i32 {
-    let looks_like_arg = |a: &String| a.starts_with('-') || ["run", "plot", "report", "help"].contains(&a.as_str());
+    let looks_like_arg =
+        |a: &String| a.starts_with('-') || ["run", "plot", "report", "help"].contains(&a.as_str());
     if args.first().is_none_or(looks_like_arg) {
         args.insert(0, "paxosstore bench".into());
     }
@@ -143,7 +144,11 @@ pub fn cli_main(mut args: Vec<String>) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let command = args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+    let command = args
+        .iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ");
     match cli.cmd {
         Some(Cmd::Run(r)) => run_cli(r, command),
         Some(Cmd::Plot(p)) => plot::run(p),
@@ -215,7 +220,9 @@ fn parse_target(t: &str) -> Result<(Proto, Vec<String>), String> {
     } else if let Some(r) = t.strip_prefix("etcd://") {
         (Proto::Etcd, r)
     } else if t.contains("://") {
-        return Err(format!("usage: unknown target scheme in '{t}' (resp:// or etcd://)"));
+        return Err(format!(
+            "usage: unknown target scheme in '{t}' (resp:// or etcd://)"
+        ));
     } else {
         (Proto::Resp, t)
     };
@@ -260,7 +267,10 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
     }
     #[cfg(not(feature = "etcd"))]
     if proto == Proto::Etcd {
-        return Err("etcd targets need the `etcd` feature: cargo build --release -p bench --features etcd".into());
+        return Err(
+            "etcd targets need the `etcd` feature: cargo build --release -p bench --features etcd"
+                .into(),
+        );
     }
     let duration = match (a.duration, a.ops) {
         (Some(d), _) if d > 0.0 => Some(Duration::from_secs_f64(d)),
@@ -334,7 +344,11 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
         Some(d) => measure_start + d,
         None => measure_start + Duration::from_secs(365 * 24 * 3600),
     };
-    let shared = Arc::new(Shared::new(measure_start, deadline, a.ops.unwrap_or(u64::MAX)));
+    let shared = Arc::new(Shared::new(
+        measure_start,
+        deadline,
+        a.ops.unwrap_or(u64::MAX),
+    ));
     let _ = tx.send(Some(shared.clone()));
 
     // Fault injection.
@@ -347,7 +361,11 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
                 tokio::time::sleep_until(when.into()).await;
                 let at_ns = (Instant::now() - shared.measure_start).as_nanos() as u64;
                 shared.fault_ns.store(at_ns, Ordering::Relaxed);
-                let out = tokio::process::Command::new("sh").arg("-c").arg(&cmd).output().await;
+                let out = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .output()
+                    .await;
                 let (exit, output) = match out {
                     Ok(o) => {
                         let mut text = String::from_utf8_lossy(&o.stdout).to_string();
@@ -375,7 +393,11 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
             (d + Duration::from_secs_f64(a.warmup.max(0.0))).as_millis() as u64,
             "{spinner} {bar:40} {elapsed}/{duration} {msg}",
         ),
-        None => bar(a.no_progress, a.ops.unwrap_or(0), "{spinner} {bar:40} {pos}/{len} ops {msg}"),
+        None => bar(
+            a.no_progress,
+            a.ops.unwrap_or(0),
+            "{spinner} {bar:40} {pos}/{len} ops {msg}",
+        ),
     };
     let mut results: Vec<ClientResult> = Vec::with_capacity(a.clients);
     {
@@ -407,7 +429,11 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
     }
     run_bar.finish_and_clear();
     let ended = Instant::now();
-    let end = if duration.is_some() { ended.min(deadline) } else { ended };
+    let end = if duration.is_some() {
+        ended.min(deadline)
+    } else {
+        ended
+    };
     shared.finish(end);
     let measured_s = end.saturating_duration_since(measure_start).as_secs_f64();
 
@@ -438,7 +464,11 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
     let (gap, gap_start) = shared.max_gap();
     let per_op: BTreeMap<String, Latency> = OpKind::ALL
         .iter()
-        .filter_map(|k| rec.per_op[k.index()].as_ref().map(|h| (k.name().to_string(), Latency::of(h))))
+        .filter_map(|k| {
+            rec.per_op[k.index()]
+                .as_ref()
+                .map(|h| (k.name().to_string(), Latency::of(h)))
+        })
         .collect();
     let errors = rec.errors.values().sum();
     let mut timeline = rec.timeline.clone();
@@ -460,7 +490,11 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
         timeout_ms: a.timeout_ms,
         measured_s,
         ops: rec.ok_in_window,
-        throughput: if measured_s > 0.0 { rec.ok_in_window as f64 / measured_s } else { 0.0 },
+        throughput: if measured_s > 0.0 {
+            rec.ok_in_window as f64 / measured_s
+        } else {
+            0.0
+        },
         ops_total: rec.ok,
         errors,
         error_kinds: rec.errors.clone(),

@@ -1,1 +1,3 @@
-fn main() { std::process::exit(bench::cli_main(std::env::args().collect())) }
+fn main() {
+    std::process::exit(bench::cli_main(std::env::args().collect()))
+}

@@ -17,7 +17,10 @@ pub struct PlotArgs {
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// A TrueType font for the labels.
-    #[arg(long, default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")]
+    #[arg(
+        long,
+        default_value = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+    )]
     pub font: PathBuf,
 }
 
@@ -31,7 +34,8 @@ pub fn load_results(dir: &Path) -> Result<Vec<Summary>, String> {
     files.sort();
     let mut out = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let text =
+            std::fs::read_to_string(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
         match serde_json::from_str::<Summary>(&text) {
             Ok(s) => out.push(s),
             Err(e) => eprintln!("skipping {}: {e}", f.display()),
@@ -102,12 +106,26 @@ fn throughput_vs_clients(results: &[Summary], out: &Path) -> DrawResult {
     if series.is_empty() {
         return Ok(());
     }
-    let max_y = series.values().flat_map(|m| m.values()).cloned().fold(1.0, f64::max) * 1.1;
-    let max_x = series.values().flat_map(|m| m.keys()).cloned().max().unwrap_or(64).max(2) as f64;
+    let max_y = series
+        .values()
+        .flat_map(|m| m.values())
+        .cloned()
+        .fold(1.0, f64::max)
+        * 1.1;
+    let max_x = series
+        .values()
+        .flat_map(|m| m.keys())
+        .cloned()
+        .max()
+        .unwrap_or(64)
+        .max(2) as f64;
     let root = BitMapBackend::new(out, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Throughput vs clients (100-byte values)", ("sans-serif", 22))
+        .caption(
+            "Throughput vs clients (100-byte values)",
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -186,7 +204,11 @@ fn latency_cdf(results: &[Summary], scenario: &str, out: &Path) -> DrawResult {
         .draw()?;
     for s in runs {
         let c = color(&s.system, 0);
-        let data: Vec<(f64, f64)> = s.cdf.iter().map(|&(p, us)| ((us.max(1)) as f64 / 1000.0, p)).collect();
+        let data: Vec<(f64, f64)> = s
+            .cdf
+            .iter()
+            .map(|&(p, us)| ((us.max(1)) as f64 / 1000.0, p))
+            .collect();
         chart
             .draw_series(LineSeries::new(data, c.stroke_width(2)))?
             .label(format!(
@@ -226,7 +248,10 @@ fn failover_timeline(results: &[Summary], out: &Path) -> DrawResult {
     let root = BitMapBackend::new(out, (900, 560)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
-        .caption("Failover: completions per 100 ms (as ops/s); one node killed", ("sans-serif", 22))
+        .caption(
+            "Failover: completions per 100 ms (as ops/s); one node killed",
+            ("sans-serif", 22),
+        )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -246,10 +271,17 @@ fn failover_timeline(results: &[Summary], out: &Path) -> DrawResult {
             .enumerate()
             .map(|(i, &v)| (i as f64 * b + b / 2.0, v as f64 * scale(s)))
             .collect();
-        let stall = s.fault.as_ref().map(|f| f.stall_after_ms).unwrap_or(s.stall_ms);
+        let stall = s
+            .fault
+            .as_ref()
+            .map(|f| f.stall_after_ms)
+            .unwrap_or(s.stall_ms);
         chart
             .draw_series(LineSeries::new(data, c.stroke_width(2)))?
-            .label(format!("{} (longest stall after kill {:.0} ms)", s.system, stall))
+            .label(format!(
+                "{} (longest stall after kill {:.0} ms)",
+                s.system, stall
+            ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
         if let Some(f) = &s.fault {
             chart.draw_series(std::iter::once(PathElement::new(
@@ -281,9 +313,13 @@ pub fn draw_all(results: &[Summary], out: &Path, font: &Path) -> Result<Vec<Path
         }
         Ok(())
     };
-    go("throughput_vs_clients.png", &|p| throughput_vs_clients(results, p))?;
+    go("throughput_vs_clients.png", &|p| {
+        throughput_vs_clients(results, p)
+    })?;
     for sc in ["write", "read", "mixed", "contended"] {
-        go(&format!("latency_cdf_{sc}.png"), &|p| latency_cdf(results, sc, p))?;
+        go(&format!("latency_cdf_{sc}.png"), &|p| {
+            latency_cdf(results, sc, p)
+        })?;
     }
     go("failover_timeline.png", &|p| failover_timeline(results, p))?;
     Ok(written)

@@ -56,7 +56,11 @@ fn int(s: &[u8]) -> Result<i64, ProtocolError> {
         .ok_or_else(|| ProtocolError(format!("bad integer {:?}", String::from_utf8_lossy(s))))
 }
 
-fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply<'_>, usize)>, ProtocolError> {
+fn parse_at(
+    buf: &[u8],
+    at: usize,
+    depth: usize,
+) -> Result<Option<(Reply<'_>, usize)>, ProtocolError> {
     if depth > 8 {
         return Err(ProtocolError("reply nested too deep".into()));
     }
@@ -92,7 +96,11 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply<'_>, us
             if n < 0 {
                 return Ok(Some((Reply::Array(None), next - at)));
             }
-            let n = if tag == b'%' { n as usize * 2 } else { n as usize };
+            let n = if tag == b'%' {
+                n as usize * 2
+            } else {
+                n as usize
+            };
             let mut items = Vec::with_capacity(n.min(64));
             let mut pos = next;
             for _ in 0..n {
@@ -107,7 +115,9 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply<'_>, us
             Ok(Some((Reply::Array(Some(items)), pos - at)))
         }
         b',' | b'(' => Ok(Some((Reply::Simple(l), next - at))),
-        other => Err(ProtocolError(format!("unexpected reply type byte 0x{other:02x}"))),
+        other => Err(ProtocolError(format!(
+            "unexpected reply type byte 0x{other:02x}"
+        ))),
     }
 }
 
@@ -131,15 +141,24 @@ mod tests {
     #[test]
     fn parses_all_kinds() {
         assert_eq!(parse(b"+OK\r\n").unwrap(), Some((Reply::Simple(b"OK"), 5)));
-        assert_eq!(parse(b"-ERR x\r\n").unwrap(), Some((Reply::Error(b"ERR x"), 8)));
+        assert_eq!(
+            parse(b"-ERR x\r\n").unwrap(),
+            Some((Reply::Error(b"ERR x"), 8))
+        );
         assert_eq!(parse(b":42\r\n").unwrap(), Some((Reply::Int(42), 5)));
         assert_eq!(parse(b"$-1\r\n").unwrap(), Some((Reply::Bulk(None), 5)));
         assert_eq!(parse(b"_\r\n").unwrap(), Some((Reply::Bulk(None), 3)));
-        assert_eq!(parse(b"$3\r\nabc\r\n").unwrap(), Some((Reply::Bulk(Some(b"abc")), 9)));
+        assert_eq!(
+            parse(b"$3\r\nabc\r\n").unwrap(),
+            Some((Reply::Bulk(Some(b"abc")), 9))
+        );
         let arr = b"*2\r\n$1\r\nv\r\n:7\r\n+OK\r\n";
         let (r, n) = parse(arr).unwrap().unwrap();
         assert_eq!(n, 15);
-        assert_eq!(r, Reply::Array(Some(vec![Reply::Bulk(Some(b"v")), Reply::Int(7)])));
+        assert_eq!(
+            r,
+            Reply::Array(Some(vec![Reply::Bulk(Some(b"v")), Reply::Int(7)]))
+        );
         assert_eq!(parse(b"*-1\r\n").unwrap(), Some((Reply::Array(None), 5)));
     }
 

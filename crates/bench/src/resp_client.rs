@@ -145,7 +145,10 @@ fn issue(g: &mut Gen, ctx: &ClientCtx, w: &mut Vec<u8>, now: Instant) -> Pending
         OpKind::Mset => {
             g.fill_value(cfg.value_size);
             let (a, b) = workload::mset_keys(idx);
-            resp::encode(w, &[b"MSET", a.as_bytes(), &g.value, b.as_bytes(), &g.value]);
+            resp::encode(
+                w,
+                &[b"MSET", a.as_bytes(), &g.value, b.as_bytes(), &g.value],
+            );
         }
         OpKind::Cas => {
             let k = workload::key(idx);
@@ -311,12 +314,18 @@ async fn preload(ctx: &ClientCtx, addrs: &mut Addrs, conn: &mut Option<Conn>) ->
         if !done {
             errors += chunk.len() as u64;
         }
-        ctx.preloaded.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        ctx.preloaded
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
     }
     errors
 }
 
-async fn verify(ctx: &ClientCtx, g: &Gen, addrs: &mut Addrs, conn: &mut Option<Conn>) -> VerifyResult {
+async fn verify(
+    ctx: &ClientCtx,
+    g: &Gen,
+    addrs: &mut Addrs,
+    conn: &mut Option<Conn>,
+) -> VerifyResult {
     let mut res = VerifyResult::default();
     let keys = g.tracker.keys();
     for chunk in keys.chunks(64) {
@@ -398,7 +407,8 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
     let mut issuing = true;
     loop {
         if conn.is_none() {
-            if !issuing || Instant::now() >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
+            if !issuing || Instant::now() >= shared.deadline || shared.stop.load(Ordering::Relaxed)
+            {
                 break;
             }
             conn = addrs.connect(cfg.timeout).await;

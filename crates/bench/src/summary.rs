@@ -101,7 +101,8 @@ impl Summary {
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let mut s = String::new();
-        let _ = writeln!(
+        let _ =
+            writeln!(
             s,
             "target {}  clients {}  pipeline {}  mix {}  {} over {} keys  {}-byte values  {:.1} s",
             self.target,
@@ -118,7 +119,13 @@ impl Summary {
             "{:<6} {:>10} {:>11} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}",
             "op", "ops", "ops/s", "p50", "p90", "p99", "p99.9", "max", "errors", "stall"
         );
-        let row = |s: &mut String, name: &str, l: &Latency, ops: u64, tput: f64, errors: String, stall: String| {
+        let row = |s: &mut String,
+                   name: &str,
+                   l: &Latency,
+                   ops: u64,
+                   tput: f64,
+                   errors: String,
+                   stall: String| {
             let _ = writeln!(
                 s,
                 "{:<6} {:>10} {:>11.1} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}",
@@ -150,15 +157,31 @@ impl Summary {
                 } else {
                     0.0
                 };
-                row(&mut s, name, l, l.count, share, String::new(), String::new());
+                row(
+                    &mut s,
+                    name,
+                    l,
+                    l.count,
+                    share,
+                    String::new(),
+                    String::new(),
+                );
             }
         }
         if !self.error_kinds.is_empty() {
-            let kinds: Vec<String> = self.error_kinds.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let kinds: Vec<String> = self
+                .error_kinds
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             let _ = writeln!(s, "errors: {}", kinds.join(" "));
         }
         if self.cas_conflicts > 0 {
-            let _ = writeln!(s, "cas conflicts (lost races, counted as completed): {}", self.cas_conflicts);
+            let _ = writeln!(
+                s,
+                "cas conflicts (lost races, counted as completed): {}",
+                self.cas_conflicts
+            );
         }
         let _ = writeln!(
             s,
@@ -180,7 +203,11 @@ impl Summary {
             );
         }
         if let Some(p) = &self.preload {
-            let _ = writeln!(s, "preload: {} keys in {:.1} s, {} errors", p.keys, p.secs, p.errors);
+            let _ = writeln!(
+                s,
+                "preload: {} keys in {:.1} s, {} errors",
+                p.keys, p.secs, p.errors
+            );
         }
         if let Some(v) = &self.verify {
             let _ = writeln!(

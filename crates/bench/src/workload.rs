@@ -21,7 +21,13 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 5] = [OpKind::Set, OpKind::Get, OpKind::Incr, OpKind::Mset, OpKind::Cas];
+    pub const ALL: [OpKind; 5] = [
+        OpKind::Set,
+        OpKind::Get,
+        OpKind::Incr,
+        OpKind::Mset,
+        OpKind::Cas,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,7 +48,9 @@ impl OpKind {
     }
 
     fn parse(s: &str) -> Option<OpKind> {
-        OpKind::ALL.into_iter().find(|k| k.name().eq_ignore_ascii_case(s))
+        OpKind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(s))
     }
 }
 
@@ -128,7 +136,9 @@ impl KeyDist {
             "zipf" | "zipfian" => Zipf::new(keys, skew)
                 .map(|z| KeyDist::Zipf(z, keys))
                 .map_err(|e| format!("bad zipf parameters: {e}")),
-            other => Err(format!("unknown key distribution '{other}' (uniform or zipf)")),
+            other => Err(format!(
+                "unknown key distribution '{other}' (uniform or zipf)"
+            )),
         }
     }
 
@@ -176,7 +186,9 @@ pub fn value_seq(v: &[u8]) -> Option<u64> {
     if v.len() < 16 {
         return None;
     }
-    std::str::from_utf8(&v[..16]).ok().and_then(|s| u64::from_str_radix(s, 16).ok())
+    std::str::from_utf8(&v[..16])
+        .ok()
+        .and_then(|s| u64::from_str_radix(s, 16).ok())
 }
 
 #[cfg(test)]
@@ -188,7 +200,9 @@ mod tests {
     fn mix_parses_and_picks() {
         let m = Mix::parse("set=1,get=3").unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
-        let gets = (0..10_000).filter(|_| m.pick(&mut rng) == OpKind::Get).count();
+        let gets = (0..10_000)
+            .filter(|_| m.pick(&mut rng) == OpKind::Get)
+            .count();
         assert!((7000..8000).contains(&gets), "{gets}");
         assert!(Mix::parse("bogus=1").is_err());
         assert!(Mix::parse("set=0").is_err());
