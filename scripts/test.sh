@@ -4,6 +4,7 @@
 # failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TARGET="${CARGO_TARGET_DIR:-target}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -29,12 +30,12 @@ step "unit, model-check, simulator, storage, network and process tests"
 cargo nextest run --workspace --release --no-fail-fast
 
 step "deterministic simulation: 2000 seeds x 3 replicas, 500 seeds x 5 replicas"
-./target/release/paxosstore-sim --seeds 2000 --replicas 3
-./target/release/paxosstore-sim --seeds 500 --replicas 5
+"$TARGET"/release/paxosstore-sim --seeds 2000 --replicas 3
+"$TARGET"/release/paxosstore-sim --seeds 500 --replicas 5
 
 if [ -x tests/python/run.sh ]; then
   step "Redis clients against a 3-node cluster (redis-py, differential vs redis-server)"
-  PAXOSSTORE_BIN="$PWD/target/release/paxosstore" tests/python/run.sh
+  PAXOSSTORE_BIN="$(cd "$TARGET" && pwd)/release/paxosstore" tests/python/run.sh
 fi
 
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
