@@ -48,6 +48,9 @@ pub struct ShardConfig {
     /// This node's disk was wiped: every entity follows the rejoin rule
     /// ([`paxos::Entity::rejoin`]).
     pub rejoin: bool,
+    /// Catch-up messages this shard may send per second (a token bucket); beyond it
+    /// they are dropped and re-sent later, so a lagging node cannot flood its peers.
+    pub catchup_max_per_sec: u64,
 }
 
 impl ShardConfig {
@@ -61,6 +64,7 @@ impl ShardConfig {
             max_cached_bytes: 256 << 20,
             max_parked_messages: 16,
             rejoin: false,
+            catchup_max_per_sec: 20_000,
         }
     }
 }
@@ -114,6 +118,12 @@ pub struct ShardStats {
     pub busy_rejections: u64,
     pub timeouts: u64,
     pub persist_failures: u64,
+    pub catchups: u64,
+    pub catchups_dropped: u64,
+    /// Entities that jumped ahead by a snapshot (the latest chosen state of a peer).
+    pub recoveries: u64,
+    /// Requests waiting in entity queues (at the time of the query).
+    pub queued: u64,
     pub batched_requests: u64,
     pub duplicates: u64,
 }
@@ -154,6 +164,8 @@ struct Slot {
     lru: u64,
     timer: Option<u64>,
     bytes: usize,
+    /// Entry of the last applied state (None before the first Apply after a load).
+    applied: Option<EntryId>,
 }
 
 /// Many entities on one worker. See the module docs for the protocol.
@@ -169,6 +181,8 @@ pub struct Shard {
     seed: u64,
     cached_bytes: usize,
     stats: ShardStats,
+    catchup_tokens: u64,
+    catchup_refill_at: u64,
 }
 
 impl Shard {
@@ -186,6 +200,8 @@ impl Shard {
             seed,
             cached_bytes: 0,
             stats: ShardStats::default(),
+            catchup_tokens: 0,
+            catchup_refill_at: 0,
         }
     }
 
@@ -193,6 +209,7 @@ impl Shard {
         let mut s = self.stats.clone();
         s.entities_cached = self.slots.len() as u64;
         s.cached_bytes = self.cached_bytes as u64;
+        s.queued = self.slots.values().map(|sl| sl.queue.len() as u64).sum();
         s
     }
 
@@ -368,6 +385,7 @@ impl Shard {
                     lru: touch,
                     timer: None,
                     bytes: 0,
+                    applied: None,
                 },
             );
         }
@@ -453,14 +471,36 @@ impl Shard {
                 records,
                 trim_below,
             }),
-            Event::Send(msg) => self.out.push_back(Output::Send {
-                entity: entity.clone(),
-                msg,
-            }),
-            Event::Apply { value, .. } => {
+            Event::Send(msg) => {
+                if msg.catchup {
+                    // Token bucket, refilled by elapsed time.
+                    let rate = self.cfg.catchup_max_per_sec.max(1);
+                    let elapsed = now.saturating_sub(self.catchup_refill_at);
+                    if elapsed > 0 {
+                        self.catchup_tokens =
+                            (self.catchup_tokens + elapsed * rate / 1000).min(rate);
+                        self.catchup_refill_at = now;
+                    }
+                    if self.catchup_tokens == 0 {
+                        self.stats.catchups_dropped += 1;
+                        return;
+                    }
+                    self.catchup_tokens -= 1;
+                    self.stats.catchups += 1;
+                }
+                self.out.push_back(Output::Send {
+                    entity: entity.clone(),
+                    msg,
+                })
+            }
+            Event::Apply { entry, value, .. } => {
                 let Some(slot) = self.slots.get_mut(entity) else {
                     return;
                 };
+                if slot.applied.is_some_and(|a| entry > a + 1) {
+                    self.stats.recoveries += 1;
+                }
+                slot.applied = Some(entry);
                 match KvState::decode(&value) {
                     Ok(s) => slot.state = s,
                     Err(e) => {

@@ -99,6 +99,11 @@ async fn export_gauges(shared: &Shared) {
     metrics::gauge!("paxosstore_busy_rejections").set(sum(|s| s.busy_rejections));
     metrics::gauge!("paxosstore_timeouts").set(sum(|s| s.timeouts));
     metrics::gauge!("paxosstore_persist_failures").set(sum(|s| s.persist_failures));
+    metrics::gauge!("paxosstore_catchup_messages").set(sum(|s| s.catchups));
+    metrics::gauge!("paxosstore_catchup_messages_dropped").set(sum(|s| s.catchups_dropped));
+    metrics::gauge!("paxosstore_snapshot_recoveries").set(sum(|s| s.recoveries));
+    metrics::gauge!("paxosstore_queued_requests").set(sum(|s| s.queued));
+    metrics::gauge!("paxosstore_duplicate_requests").set(sum(|s| s.duplicates));
     let gc = shared.group_commit.stats();
     let batches = gc.batches.load(Ordering::Relaxed);
     let updates = gc.updates.load(Ordering::Relaxed);

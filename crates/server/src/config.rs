@@ -58,6 +58,8 @@ pub struct NodeConfig {
     pub catchup_ms: u64,
     /// Entries requested at once by catch-up.
     pub catchup_window: u64,
+    /// Catch-up messages sent per second, per shard (beyond: dropped, re-sent later).
+    pub catchup_max_per_sec: u64,
     /// Use the pre-authorised fast path.
     pub pre_auth: bool,
     /// Memory budget for cached entities, MiB (LRU eviction above it).
@@ -105,6 +107,7 @@ impl Default for NodeConfig {
             retry_ms: 20,
             catchup_ms: 200,
             catchup_window: 8,
+            catchup_max_per_sec: 20_000,
             pre_auth: true,
             cache_mb: 256,
             max_queue_per_entity: 1_024,
@@ -219,7 +222,7 @@ impl NodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(field("data_dir", "must not be empty"));
         }
-        let positive: [(&'static str, u64); 12] = [
+        let positive: [(&'static str, u64); 13] = [
             ("shards", self.shards as u64),
             ("io_threads", self.io_threads as u64),
             ("group_commit_max_batch", self.group_commit_max_batch as u64),
@@ -229,6 +232,7 @@ impl NodeConfig {
             ("retry_ms", self.retry_ms),
             ("catchup_ms", self.catchup_ms),
             ("catchup_window", self.catchup_window),
+            ("catchup_max_per_sec", self.catchup_max_per_sec),
             ("max_queue_per_entity", self.max_queue_per_entity as u64),
             ("max_clients", self.max_clients as u64),
             ("handshake_timeout_ms", self.handshake_timeout_ms),

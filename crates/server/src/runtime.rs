@@ -158,6 +158,7 @@ pub async fn run(
     shard_cfg.max_queue = cfg.max_queue_per_entity;
     shard_cfg.max_cached_bytes = (cfg.cache_mb << 20) / cfg.shards;
     shard_cfg.rejoin = rejoin;
+    shard_cfg.catchup_max_per_sec = cfg.catchup_max_per_sec;
 
     let mut shards = Vec::new();
     let mut threads = Vec::new();

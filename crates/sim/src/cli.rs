@@ -128,7 +128,7 @@ pub fn main() -> i32 {
                     Some(why) => {
                         let first = why.lines().next().unwrap_or("").to_string();
                         println!(
-                            "seed {seed} FAILED: {first}\n  replay: cargo run --release --bin paxosstore-sim -- --seed {seed} --replicas {} --trace",
+                            "seed {seed} FAILED: {first} (replay: cargo run --release --bin paxosstore-sim -- --seed {seed} --replicas {} --trace)",
                             a.replicas
                         );
                         if a.trace {
