@@ -26,6 +26,10 @@ use resp::{Command, Reply};
 use crate::exec::{self, Access};
 use crate::kv::KvState;
 
+/// Reply while this node may not vote on an entity's next entry (wiped-disk rule).
+const REJOINING: &str =
+    "TRYAGAIN this replica is recovering this key after a disk wipe; retry on another node";
+
 /// Opaque id the runtime uses to route a reply back to its connection.
 pub type ClientId = u64;
 
@@ -575,13 +579,9 @@ impl Shard {
                     }
                 }
             }
-            (Batch::Write { reqs, .. }, Outcome::Rejoining { .. }) => {
-                for p in reqs {
-                    replies.push((
-                        p.client,
-                        Reply::error("TRYAGAIN this replica is recovering this key after a disk wipe; retry on another node"),
-                    ));
-                }
+            (Batch::Write { reqs, .. } | Batch::Read { reqs, .. }, Outcome::Rejoining { .. }) => {
+                let e = Reply::error(REJOINING);
+                replies.extend(reqs.iter().map(|p| (p.client, e.clone())));
             }
             (Batch::Write { reqs, .. }, _) => {
                 self.stats.timeouts += 1;
@@ -612,14 +612,6 @@ impl Shard {
                     }
                 }
             },
-            (Batch::Read { reqs, .. }, Outcome::Rejoining { .. }) => {
-                for p in reqs {
-                    replies.push((
-                        p.client,
-                        Reply::error("TRYAGAIN this replica is recovering this key after a disk wipe; retry on another node"),
-                    ));
-                }
-            }
             (Batch::Read { reqs, .. }, _) => {
                 self.stats.timeouts += 1;
                 for p in reqs {
