@@ -68,7 +68,10 @@ fn a_wiped_node_that_votes_on_forgotten_entries_is_caught() {
     let found = (1..=300).find_map(|seed| {
         let mut c = SimConfig::new(seed, 3);
         c.mutation = Mutation::IgnoreWipe;
-        run_seed(c).failure
+        // A seed may first trip the liveness check; look for a safety violation.
+        run_seed(c)
+            .failure
+            .filter(|w| w.starts_with("agreement") || w.starts_with("linearizability"))
     });
     let why = found.expect("voting after a wipe must be caught");
     assert!(
