@@ -33,7 +33,7 @@ use bytes::Bytes;
 use crate::config::{Config, Mutation};
 use crate::entry::{quorum, EntryView, Status};
 use crate::message::{Kind, Message};
-use crate::record::{EntryId, InvalidRecord, NodeId, Record};
+use crate::record::{Ballot, EntryId, InvalidRecord, NodeId, Record};
 use crate::rng::Rng;
 
 /// How far beyond `applied` a node takes part in entries. Further entries are only
@@ -124,6 +124,10 @@ struct Slot {
     durably_chosen: bool,
     /// Earliest time for the next catch-up message about this entry.
     catchup_at: u64,
+    /// (accepted, value id) of the local record as last made durable.
+    durable_accepted: (Ballot, u64),
+    /// Persists in flight for this entry: (seq, accepted, value id).
+    inflight: Vec<(u64, Ballot, u64)>,
 }
 
 impl Slot {
@@ -137,7 +141,23 @@ impl Slot {
             chosen_seq: None,
             durably_chosen: false,
             catchup_at: 0,
+            durable_accepted: (0, 0),
+            inflight: Vec::new(),
         }
+    }
+
+    /// The entry is chosen in memory and the decision rests only on durable records:
+    /// the peers' records came in messages sent after their persists, and this node's
+    /// own acceptance of that ballot is durable (or the chosen record it adopted was
+    /// durable at its sender). Then the value is on disk on a majority and may be
+    /// applied and acknowledged before the chosen flag itself is persisted — saving
+    /// the proposer one fsync per write.
+    fn chosen_on_durable_majority(&self) -> bool {
+        let l = self.view.local();
+        self.view.is_chosen()
+            && !self.durably_chosen
+            && l.accepted > 0
+            && self.durable_accepted == (l.accepted, l.value_id)
     }
 }
 
@@ -278,6 +298,7 @@ impl Entity {
             max_entry = max_entry.max(entry);
             let mut slot = Slot::new(&e.cfg);
             slot.durably_chosen = rec.chosen;
+            slot.durable_accepted = (rec.accepted, rec.value_id);
             slot.view = EntryView::from_local(e.cfg.me, e.cfg.n, rec);
             slot.view
                 .set_broken_minority_quorum(e.cfg.mutation == Mutation::MinorityQuorum);
@@ -423,6 +444,7 @@ impl Entity {
             retry_at: now,
             attempt: 0,
         });
+        self.settle_chosen(now);
         self.drive(now);
         self.flush();
         Ok(())
@@ -447,6 +469,7 @@ impl Entity {
             retry_at: now,
             attempt: 0,
         });
+        self.settle_chosen(now);
         self.drive(now);
         self.flush();
         Ok(())
@@ -481,6 +504,7 @@ impl Entity {
             }
             Kind::RejoinReport => self.on_rejoin_report(from, msg.entry),
         }
+        self.settle_chosen(now);
         self.drive(now);
         self.try_catchup(now);
         self.flush();
@@ -502,6 +526,15 @@ impl Entity {
                 i += 1;
             }
         }
+        for slot in self.slots.values_mut() {
+            while let Some(&(s, acc, vid)) = slot.inflight.first() {
+                if s > durable {
+                    break;
+                }
+                slot.durable_accepted = (acc, vid);
+                slot.inflight.remove(0);
+            }
+        }
         let newly: Vec<EntryId> = self
             .slots
             .iter()
@@ -511,6 +544,7 @@ impl Entity {
         for e in newly {
             self.on_durably_chosen(now, e);
         }
+        self.settle_chosen(now);
         self.drive(now);
         self.try_catchup(now);
         self.flush();
@@ -544,6 +578,7 @@ impl Entity {
                 self.retry(now);
             }
         }
+        self.settle_chosen(now);
         self.drive(now);
         self.try_catchup(now);
         self.flush();
@@ -945,6 +980,20 @@ impl Entity {
             && crate::record::ballot_owner(value_id as u32, self.cfg.n) == Some(self.cfg.me)
     }
 
+    /// Apply entries whose decision already rests on durable records (see
+    /// [`Slot::chosen_on_durable_majority`]), in entry order.
+    fn settle_chosen(&mut self, now: u64) {
+        let ready: Vec<EntryId> = self
+            .slots
+            .range(self.applied + 1..)
+            .filter(|(_, s)| s.chosen_on_durable_majority())
+            .map(|(&e, _)| e)
+            .collect();
+        for e in ready {
+            self.on_durably_chosen(now, e);
+        }
+    }
+
     fn on_durably_chosen(&mut self, now: u64, e: EntryId) {
         let Some(slot) = self.slots.get_mut(&e) else {
             return;
@@ -1048,6 +1097,7 @@ impl Entity {
                 slot.dirty = false;
                 slot.persisted_seq = seq;
                 let local = slot.view.local().clone();
+                slot.inflight.push((seq, local.accepted, local.value_id));
                 if local.chosen && slot.chosen_seq.is_none() {
                     slot.chosen_seq = Some(seq);
                 }

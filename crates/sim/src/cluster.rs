@@ -174,6 +174,8 @@ pub struct Sim {
     next_token: u64,
     report: SimReport,
     faults_active: bool,
+    /// The first round of final reads, where a rejoined node may refuse.
+    final_warmup: bool,
     /// Write count of each chosen state, per (entity, entry).
     seqs: BTreeMap<(EntityNo, EntryId), u64>,
     /// Nodes that ever restarted with a wiped disk.
@@ -222,6 +224,7 @@ impl Sim {
             faults_active: true,
             wiped: std::collections::BTreeSet::new(),
             seqs: BTreeMap::new(),
+            final_warmup: false,
         }
     }
 
@@ -798,7 +801,11 @@ impl Sim {
             return;
         };
         if req.client == u32::MAX {
-            // The final convergence read.
+            // The final convergence read. In the warm-up round a rejoined node may refuse
+            // (its floor entry is in progress); the next round must succeed.
+            if self.final_warmup && matches!(outcome, Outcome::Rejoining { .. }) {
+                return;
+            }
             if !matches!(outcome, Outcome::ReadOk { .. }) {
                 self.fail(format!(
                     "liveness: final read at node {x} entity {ent} ended {outcome:?}"
@@ -922,7 +929,18 @@ impl Sim {
                 return;
             }
         }
-        // Convergence: every replica reads every entity and agrees.
+        // Convergence: every replica reads every entity and agrees. A warm-up round
+        // first lets voters drive entries a rejoined node may not drive itself.
+        self.final_warmup = true;
+        for ent in 0..self.cfg.entities {
+            for x in 0..self.cfg.replicas {
+                let _ = self.final_read(x, ent);
+            }
+        }
+        self.final_warmup = false;
+        if self.report.failure.is_some() {
+            return;
+        }
         for ent in 0..self.cfg.entities {
             let mut seen: Option<(EntryId, Option<u64>)> = None;
             for x in 0..self.cfg.replicas {
