@@ -942,8 +942,9 @@ def test_unknown_command(r):
 # ---------------------------------------------------------------------------
 #
 # Exceptions (replies that legitimately differ, so not compared / not sent):
-#   * INFO, CLIENT, HELLO, COMMAND, DBSIZE, FLUSHALL/FLUSHDB, WATCH: server
-#     metadata or not supported by PaxosStore.
+#   * INFO, CLIENT, HELLO, COMMAND: server metadata. DBSIZE, FLUSHALL/FLUSHDB
+#     (node-wide, they would disturb the shared cluster) and WATCH are tested on
+#     their own below.
 #   * VGET/VSET: PaxosStore extensions, absent from Redis.
 #   * Multi-key commands across entities (MSET/MSETNX/MULTI over keys without a
 #     common hash tag): CROSSSLOT in PaxosStore, as in Redis Cluster. Every
@@ -1257,3 +1258,150 @@ def test_differential_raw_protocol(cluster, redis_server, payload):
     want = _read_reference(redis_server, payload)
     got = _read_expected(cluster.port(0), payload, want)
     assert got == want
+
+
+# ---------------------------------------------------------------------------
+# WATCH / UNWATCH
+# ---------------------------------------------------------------------------
+
+
+def test_watch_aborts_exec_after_interfering_write(cluster, k):
+    key = k("w")
+    a = Raw(cluster.port(0))
+    b = cluster.client(1)
+    try:
+        assert a.cmd("SET", key, "0") == ("+", "OK")
+        assert a.cmd("WATCH", key) == ("+", "OK")
+        assert b.set(key, "other")
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("SET", key, "x") == ("+", "QUEUED")
+        assert a.cmd("EXEC") == ("*", None)
+        assert b.get(key) == "other"
+        # Without an interfering write the transaction runs.
+        assert a.cmd("WATCH", key) == ("+", "OK")
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("SET", key, "x") == ("+", "QUEUED")
+        assert a.cmd("EXEC") == ("*", [("+", "OK")])
+        assert b.get(key) == "x"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_watch_missing_key_and_pipelined(cluster, k):
+    key = k("m")
+    a = Raw(cluster.port(0))
+    b = cluster.client(2)
+    try:
+        # Pipelined WATCH ... EXEC: the versions are known before EXEC runs.
+        a.sock.sendall(
+            b"".join(
+                Raw.encode(c)
+                for c in (["WATCH", key], ["MULTI"], ["INCR", key], ["EXEC"])
+            )
+        )
+        assert [a.read() for _ in range(4)] == [
+            ("+", "OK"),
+            ("+", "OK"),
+            ("+", "QUEUED"),
+            ("*", [(":", 1)]),
+        ]
+        # A watched missing key that gets created aborts.
+        key2 = k("m2")
+        assert a.cmd("WATCH", key2) == ("+", "OK")
+        assert b.set(key2, "1")
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("GET", key2) == ("+", "QUEUED")
+        assert a.cmd("EXEC") == ("*", None)
+        # UNWATCH and DISCARD clear the watches.
+        assert a.cmd("WATCH", key2) == ("+", "OK")
+        assert b.set(key2, "2")
+        assert a.cmd("UNWATCH") == ("+", "OK")
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("GET", key2) == ("+", "QUEUED")
+        assert a.cmd("EXEC") == ("*", [("$", b"2")])
+        assert a.cmd("WATCH", key2) == ("+", "OK")
+        assert b.set(key2, "3")
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("DISCARD") == ("+", "OK")
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("GET", key2) == ("+", "QUEUED")
+        assert a.cmd("EXEC") == ("*", [("$", b"3")])
+        # WATCH inside MULTI is refused.
+        assert a.cmd("MULTI") == ("+", "OK")
+        assert a.cmd("WATCH", key2)[0] == "-"
+        assert a.cmd("DISCARD") == ("+", "OK")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_watch_other_entity_is_crossslot(r, k):
+    a, other = k("a", tag="t1"), k("b", tag="t2")
+    p = r[0].pipeline(transaction=True)
+    p.watch(other)
+    p.multi()
+    p.set(a, "1")
+    with pytest.raises(redis.ResponseError) as e:
+        p.execute()
+    assert "don't hash to the same slot" in str(e.value)
+    p.reset()
+
+
+def test_watch_redis_py_optimistic_increment(r, k):
+    key = k("c")
+    r[0].set(key, "10")
+
+    def incr(pipe):
+        v = int(pipe.get(key))
+        pipe.multi()
+        pipe.set(key, v + 1)
+
+    assert r[0].transaction(incr, key) == [True]
+    assert r[1].get(key) == "11"
+
+
+# ---------------------------------------------------------------------------
+# redis-benchmark smoke test, DBSIZE, FLUSHALL (kept last: FLUSHALL clears all)
+# ---------------------------------------------------------------------------
+
+
+def test_redis_benchmark_smoke(cluster):
+    exe = shutil.which("redis-benchmark")
+    if exe is None:
+        pytest.skip("redis-benchmark not on PATH")
+    out = subprocess.run(
+        [exe, "-p", str(cluster.port(0)), "-t", "set,get,incr,mset", "-n", "2000", "-c", "8", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    assert "error" not in text.lower(), text
+
+
+def test_dbsize_counts_this_nodes_keys(r, k):
+    before = r[0].dbsize()
+    keys = [k(f"d{i}") for i in range(5)]
+    for key in keys:
+        r[0].set(key, "v")
+    wait_until(10, "dbsize grows by 5", lambda: r[0].dbsize() == before + 5)
+    r[0].set(k("gone"), "v", px=1)
+    time.sleep(0.05)
+    assert r[0].dbsize() == before + 5
+
+
+def test_flushall_and_flushdb(r, k):
+    for i in range(5):
+        r[0].set(k(f"f{i}"), "v")
+    r[0].mset({k("a", tag="t"): "1", k("b", tag="t"): "2"})
+    assert r[0].flushall() is True
+    for i in range(5):
+        assert r[1].get(k(f"f{i}")) is None
+    assert r[2].get(k("a", tag="t")) is None
+    wait_until(10, "dbsize 0", lambda: r[0].dbsize() == 0)
+    r[0].set(k("g"), "v")
+    assert r[0].execute_command("FLUSHDB", "ASYNC") is True
+    assert r[1].get(k("g")) is None
+    assert r[0].execute_command("FLUSHALL", "SYNC") is True

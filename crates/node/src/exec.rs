@@ -148,6 +148,15 @@ pub fn execute_all(state: &mut KvState, cmds: &[Command], now_ms: i64) -> (Reply
     (Reply::Array(replies), changed)
 }
 
+/// `WATCH`: whether every watched key still has the version recorded when it was
+/// watched (0 for a missing or expired key). A failed check aborts a `MULTI`/`EXEC`
+/// body with a null reply and no change.
+pub fn watch_holds(state: &KvState, watch: &[(Bytes, u64)], now_ms: i64) -> bool {
+    watch
+        .iter()
+        .all(|(k, v)| state.get_live(k, now_ms).map_or(0, |e| e.version) == *v)
+}
+
 /// Formats an `INCRBYFLOAT` result like Redis's `ld2string(LD_STR_HUMAN)`:
 /// plain decimal notation (never an exponent), at most 17 digits after the
 /// point, trailing zeros and point trimmed, no `-0`.

@@ -83,6 +83,10 @@ pub struct Request {
     pub stale_ok: bool,
     /// Client-chosen request id for dedup of retried writes (0 = none).
     pub request_id: u64,
+    /// WATCH: `(key, version)` pairs recorded by the connection (version 0 = missing).
+    /// A MULTI/EXEC body runs only if every key still has its version; otherwise the
+    /// reply is a null array and nothing changes. Keys belong to this entity.
+    pub watch: Vec<(Bytes, u64)>,
 }
 
 /// An effect for the runtime.
@@ -807,6 +811,9 @@ fn is_write(req: &Request) -> bool {
 /// Execute a request on a state: one command, or a MULTI/EXEC body.
 fn run(state: &mut KvState, req: &Request, wall_ms: i64) -> (Reply, bool) {
     if req.multi {
+        if !exec::watch_holds(state, &req.watch, wall_ms) {
+            return (Reply::NullArray, false);
+        }
         exec::execute_all(state, &req.cmds, wall_ms)
     } else {
         match req.cmds.first() {

@@ -132,6 +132,7 @@ impl Cluster {
             multi: false,
             stale_ok: false,
             request_id,
+            watch: Vec::new(),
         };
         self.shards[node].submit(self.now, 0, client, entity, req);
         self.pump(node);

@@ -2,6 +2,8 @@
 //! route entity commands to their shard, write replies in order (pipelining).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,10 @@ enum Pending {
     Exec(oneshot::Receiver<Reply>, Vec<Option<Reply>>),
     /// Per-key fan-out across entities, merged when all arrive.
     Merge(MergeKind, Vec<oneshot::Receiver<Reply>>),
+    /// WATCH: each key's `VGET` reply; the connection records the versions.
+    Watch(Vec<(Bytes, Pending)>),
+    /// Work spanning the node's storage (DBSIZE, FLUSHALL/FLUSHDB).
+    Task(Pin<Box<dyn Future<Output = Reply> + Send>>),
 }
 
 #[derive(Clone, Copy)]
@@ -50,6 +56,10 @@ struct Conn {
     name: Option<Bytes>,
     multi: Option<Vec<Queued>>,
     multi_failed: bool,
+    /// WATCH: `(key, version)` recorded per watched key (0 = missing).
+    watched: Vec<(Bytes, u64)>,
+    /// A watched key's version could not be learned: the next EXEC fails.
+    watch_dirty: bool,
     created: Instant,
 }
 
@@ -71,6 +81,8 @@ pub async fn serve(mut sock: TcpStream, shared: Arc<Shared>) {
         name: None,
         multi: None,
         multi_failed: false,
+        watched: Vec::new(),
+        watch_dirty: false,
         created: Instant::now(),
     };
     let idle = match shared.cfg.client_idle_timeout_s {
@@ -79,12 +91,18 @@ pub async fn serve(mut sock: TcpStream, shared: Arc<Shared>) {
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
+    // After a WATCH the buffered requests are parsed only once the watched versions
+    // are known, so a pipelined EXEC carries them.
+    let mut skip_read = false;
     loop {
-        let read = tokio::time::timeout(idle, sock.read_buf(&mut buf)).await;
-        match read {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-            Ok(Ok(_)) => {}
+        if !skip_read {
+            let read = tokio::time::timeout(idle, sock.read_buf(&mut buf)).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                Ok(Ok(_)) => {}
+            }
         }
+        skip_read = false;
         let mut pending: VecDeque<(Pending, &'static str, Instant)> = VecDeque::new();
         let mut quit = false;
         loop {
@@ -92,9 +110,14 @@ pub async fn serve(mut sock: TcpStream, shared: Arc<Shared>) {
                 Ok(Some(args)) => {
                     let started = Instant::now();
                     let (p, name, q) = dispatch(&mut conn, &shared, &args);
+                    let barrier = matches!(p, Pending::Watch(_));
                     pending.push_back((p, name, started));
                     if q {
                         quit = true;
+                        break;
+                    }
+                    if barrier {
+                        skip_read = true;
                         break;
                     }
                 }
@@ -112,7 +135,10 @@ pub async fn serve(mut sock: TcpStream, shared: Arc<Shared>) {
             }
         }
         for (p, name, started) in pending {
-            let reply = resolve(p).await;
+            let reply = match p {
+                Pending::Watch(keys) => record_watch(&mut conn, keys).await,
+                p => resolve(p).await,
+            };
             metrics::counter!("paxosstore_commands_total", "cmd" => name).increment(1);
             if matches!(reply, Reply::Error(_)) {
                 metrics::counter!("paxosstore_command_errors_total", "cmd" => name).increment(1);
@@ -137,10 +163,45 @@ pub async fn serve(mut sock: TcpStream, shared: Arc<Shared>) {
     }
 }
 
+/// WATCH: record each key's version from its `VGET` reply. If one cannot be learned
+/// the reply is that error and the next EXEC fails (as if the key had changed).
+async fn record_watch(conn: &mut Conn, keys: Vec<(Bytes, Pending)>) -> Reply {
+    let mut first_err = None;
+    for (key, p) in keys {
+        let version = match Box::pin(resolve(p)).await {
+            Reply::NullArray | Reply::Null => Some(0),
+            Reply::Array(items) => match items.get(1) {
+                Some(Reply::Integer(v)) if *v >= 0 => Some(*v as u64),
+                _ => None,
+            },
+            Reply::Error(e) => {
+                first_err.get_or_insert(Reply::Error(e));
+                None
+            }
+            _ => None,
+        };
+        match version {
+            Some(v) => {
+                // Watching a key twice keeps the first version, as in Redis.
+                if !conn.watched.iter().any(|(k, _)| *k == key) {
+                    conn.watched.push((key, v));
+                }
+            }
+            None => conn.watch_dirty = true,
+        }
+    }
+    if first_err.is_none() && conn.watch_dirty {
+        first_err = Some(Reply::error("ERR internal: unexpected VGET reply"));
+    }
+    first_err.unwrap_or_else(Reply::ok)
+}
+
 async fn resolve(p: Pending) -> Reply {
     let shard_gone = || Reply::error("ERR internal: shard unavailable");
     match p {
         Pending::Ready(r) => r,
+        Pending::Task(f) => f.await,
+        Pending::Watch(_) => Reply::error("ERR internal: unexpected WATCH"),
         Pending::One(rx) => rx.await.unwrap_or_else(|_| shard_gone()),
         Pending::Exec(rx, layout) => match rx.await.unwrap_or_else(|_| shard_gone()) {
             Reply::Array(items) => {
@@ -242,7 +303,9 @@ fn dispatch(
             Command::Exec | Command::Discard | Command::Multi | Command::Watch(_)
         )
     {
-        if cmd.keys().is_empty() && !matches!(cmd, Command::Ping(_) | Command::Echo(_)) {
+        if cmd.keys().is_empty()
+            && !matches!(cmd, Command::Ping(_) | Command::Echo(_) | Command::Unwatch)
+        {
             conn.multi_failed = true;
             return (
                 Pending::Ready(Reply::error(format!(
@@ -254,6 +317,8 @@ fn dispatch(
         }
         let item = match cmd {
             Command::Ping(None) => Queued::Local(Reply::simple("PONG")),
+            // Redis runs UNWATCH inside EXEC, when the watches are already checked.
+            Command::Unwatch => Queued::Local(Reply::ok()),
             Command::Ping(Some(m)) | Command::Echo(m) => Queued::Local(Reply::Bulk(m)),
             cmd => Queued::Entity(cmd),
         };
@@ -294,6 +359,8 @@ fn dispatch(
         Command::Reset => {
             conn.proto = 2;
             conn.multi = None;
+            conn.watched.clear();
+            conn.watch_dirty = false;
             conn.readonly = false;
             conn.name = None;
             conn.authed = shared.cfg.requirepass.is_none();
@@ -322,13 +389,19 @@ fn dispatch(
             ready(Reply::ok())
         }
         Command::Discard => match conn.multi.take() {
-            Some(_) => ready(Reply::ok()),
+            Some(_) => {
+                conn.watched.clear();
+                conn.watch_dirty = false;
+                ready(Reply::ok())
+            }
             None => ready(Reply::error("ERR DISCARD without MULTI")),
         },
         Command::Exec => {
             let Some(queued) = conn.multi.take() else {
                 return ready(Reply::error("ERR EXEC without MULTI"));
             };
+            let watch = std::mem::take(&mut conn.watched);
+            let watch_dirty = std::mem::replace(&mut conn.watch_dirty, false);
             if conn.multi_failed {
                 return ready(Reply::error(
                     "EXECABORT Transaction discarded because of previous errors.",
@@ -345,10 +418,19 @@ fn dispatch(
                     Queued::Local(r) => layout.push(Some(r)),
                 }
             }
-            if cmds.is_empty() {
+            if watch_dirty {
+                return ready(Reply::NullArray);
+            }
+            if cmds.is_empty() && watch.is_empty() {
                 return ready(Reply::Array(layout.into_iter().flatten().collect()));
             }
-            let keys: Vec<&Bytes> = cmds.iter().flat_map(|c| c.keys()).collect();
+            // The watched keys must belong to the transaction's entity: the check
+            // runs on that entity's state, in the same Paxos entry as the body.
+            let keys: Vec<&Bytes> = cmds
+                .iter()
+                .flat_map(|c| c.keys())
+                .chain(watch.iter().map(|(k, _)| k))
+                .collect();
             let Some(entity) = one_entity(&keys) else {
                 return ready(Reply::error(
                     "CROSSSLOT Keys in request don't hash to the same slot",
@@ -359,18 +441,42 @@ fn dispatch(
                 multi: true,
                 stale_ok: false,
                 request_id: 0,
+                watch,
             };
             match submit(shared, entity, req) {
                 Pending::One(rx) => (Pending::Exec(rx, layout), name, false),
                 other => (other, name, false),
             }
         }
-        Command::Watch(_) | Command::Unwatch => ready(Reply::error(
-            "ERR WATCH is not supported yet by this server",
-        )),
-        Command::DbSize | Command::FlushAll(_) | Command::FlushDb(_) => ready(Reply::error(
-            format!("ERR '{name}' is not supported yet by this server"),
-        )),
+        Command::Watch(keys) => {
+            if conn.multi.is_some() {
+                return ready(Reply::error("ERR WATCH inside MULTI is not allowed"));
+            }
+            let versions = keys
+                .into_iter()
+                .map(|k| {
+                    let req = Request {
+                        cmds: vec![Command::VGet(k.clone())],
+                        multi: false,
+                        stale_ok: false,
+                        request_id: 0,
+                        watch: Vec::new(),
+                    };
+                    let p = submit(shared, Bytes::copy_from_slice(entity_of(&k)), req);
+                    (k, p)
+                })
+                .collect();
+            (Pending::Watch(versions), name, false)
+        }
+        Command::Unwatch => {
+            conn.watched.clear();
+            conn.watch_dirty = false;
+            ready(Reply::ok())
+        }
+        Command::DbSize => (Pending::Task(Box::pin(dbsize(shared.clone()))), name, false),
+        Command::FlushAll(_) | Command::FlushDb(_) => {
+            (Pending::Task(Box::pin(flush(shared.clone()))), name, false)
+        }
         cmd => route_entity_command(conn, shared, cmd, name, 0),
     }
 }
@@ -397,6 +503,7 @@ fn route_entity_command(
             multi: false,
             stale_ok,
             request_id,
+            watch: Vec::new(),
         };
         return (submit(shared, entity, req), name, false);
     }
@@ -415,6 +522,7 @@ fn route_entity_command(
                     multi: false,
                     stale_ok,
                     request_id: 0,
+                    watch: Vec::new(),
                 };
                 match submit(shared, Bytes::copy_from_slice(entity_of(k)), req) {
                     Pending::One(rx) => rx,
@@ -424,7 +532,10 @@ fn route_entity_command(
                         rx
                     }
                     // `submit` only returns `One` or `Ready`.
-                    Pending::Merge(..) | Pending::Exec(..) => oneshot::channel().1,
+                    Pending::Merge(..)
+                    | Pending::Exec(..)
+                    | Pending::Watch(..)
+                    | Pending::Task(..) => oneshot::channel().1,
                 }
             })
             .collect();
@@ -475,6 +586,126 @@ fn submit(shared: &Arc<Shared>, entity: Bytes, req: Request) -> Pending {
             Pending::Ready(Reply::error("BUSY the server is overloaded, try again"))
         }
     }
+}
+
+/// One entity as this node's storage holds it.
+struct Stored {
+    entity: Bytes,
+    /// The state of the highest record flagged chosen on disk. (A write is answered
+    /// once its acceptances are durable, possibly before the chosen flag is: the
+    /// newest write may be missing here for a moment.)
+    chosen: Option<node::kv::KvState>,
+    /// Keys live at `now_ms` in any stored record's state, chosen or only accepted.
+    keys: std::collections::BTreeSet<Bytes>,
+}
+
+/// Every entity in this node's storage. Blocking: a scan of the node's storage.
+fn stored_entities(shared: &Shared, now_ms: i64) -> Result<Vec<Stored>, String> {
+    let mut names = Vec::new();
+    shared
+        .storage
+        .for_each_entity(&mut |e| {
+            names.push(Bytes::copy_from_slice(e));
+            true
+        })
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(names.len());
+    for entity in names {
+        let img = shared.storage.load(&entity).map_err(|e| e.to_string())?;
+        let mut chosen: Option<(u64, node::kv::KvState)> = None;
+        let mut keys = std::collections::BTreeSet::new();
+        for (entry, raw) in &img.records {
+            let rec = node::codec::decode_record(raw).map_err(|e| e.to_string())?;
+            if rec.value.is_empty() {
+                continue;
+            }
+            let state = node::kv::KvState::decode(&rec.value).map_err(|e| format!("{e:?}"))?;
+            keys.extend(
+                state
+                    .keys
+                    .iter()
+                    .filter(|(_, e)| e.is_live(now_ms))
+                    .map(|(k, _)| k.clone()),
+            );
+            if rec.chosen && chosen.as_ref().is_none_or(|(e, _)| entry > e) {
+                chosen = Some((*entry, state));
+            }
+        }
+        out.push(Stored {
+            entity,
+            chosen: chosen.map(|(_, s)| s),
+            keys,
+        });
+    }
+    Ok(out)
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// DBSIZE: live keys in this node's stored states (a scan, O(entities)).
+async fn dbsize(shared: Arc<Shared>) -> Reply {
+    let now = wall_ms();
+    let stored = tokio::task::spawn_blocking(move || stored_entities(&shared, now)).await;
+    match stored {
+        Ok(Ok(stored)) => Reply::Integer(
+            stored
+                .iter()
+                .filter_map(|e| e.chosen.as_ref())
+                .map(|s| s.live_len(now) as i64)
+                .sum(),
+        ),
+        Ok(Err(e)) => Reply::error(format!("ERR storage: {e}")),
+        Err(_) => Reply::error("ERR internal: scan failed"),
+    }
+}
+
+/// FLUSHALL/FLUSHDB: for every entity this node has stored, a replicated DEL of the
+/// keys its stored records hold (every record, so a write acknowledged before its
+/// chosen flag reached the disk is included; deleting a key that is already gone is
+/// harmless). Keys written concurrently may survive; entities this node never stored
+/// are not seen.
+async fn flush(shared: Arc<Shared>) -> Reply {
+    let s = shared.clone();
+    let now = wall_ms();
+    let stored = match tokio::task::spawn_blocking(move || stored_entities(&s, now)).await {
+        Ok(Ok(stored)) => stored,
+        Ok(Err(e)) => return Reply::error(format!("ERR storage: {e}")),
+        Err(_) => return Reply::error("ERR internal: scan failed"),
+    };
+    let mut waits = Vec::new();
+    for Stored { entity, keys, .. } in stored {
+        if keys.is_empty() {
+            continue;
+        }
+        let req = Request {
+            cmds: vec![Command::Del(keys.into_iter().collect())],
+            multi: true,
+            stale_ok: false,
+            request_id: 0,
+            watch: Vec::new(),
+        };
+        waits.push(submit(&shared, entity, req));
+    }
+    let mut first_err = None;
+    for p in waits {
+        let reply = Box::pin(resolve(p)).await;
+        let err = match reply {
+            Reply::Error(e) => Some(e),
+            Reply::Array(items) => items.into_iter().find_map(|r| match r {
+                Reply::Error(e) => Some(e),
+                _ => None,
+            }),
+            _ => None,
+        };
+        if let Some(e) = err {
+            first_err.get_or_insert(e);
+        }
+    }
+    first_err.map_or_else(Reply::ok, Reply::Error)
 }
 
 fn auth(conn: &mut Conn, shared: &Arc<Shared>, password: &[u8]) -> Reply {
