@@ -11,5 +11,6 @@
 pub mod codec;
 pub mod dedup;
 pub mod exec;
+pub mod fuzz;
 pub mod kv;
 pub mod shard;
