@@ -519,11 +519,11 @@ impl Shard {
                     }
                 }
             }
-            Event::Done { token, outcome } => self.on_done(now, wall_ms, entity, token, outcome),
+            Event::Done { token, outcome } => self.on_done(wall_ms, entity, token, outcome),
         }
     }
 
-    fn on_done(&mut self, now: u64, wall_ms: i64, entity: &Bytes, token: u64, outcome: Outcome) {
+    fn on_done(&mut self, wall_ms: i64, entity: &Bytes, token: u64, outcome: Outcome) {
         let write_attempts = self.cfg.write_attempts;
         let Some(slot) = self.slots.get_mut(entity) else {
             return;
@@ -634,7 +634,6 @@ impl Shard {
         for (c, r) in replies {
             self.reply(c, r);
         }
-        let _ = now;
     }
 
     /// Start the next batch of queued requests if the entity is idle. Returns whether

@@ -18,7 +18,7 @@ fn write_once(nodes: &mut [Entity], now: u64, token: u64, value: &Bytes) -> usiz
         .ok();
     loop {
         let mut progressed = false;
-        for (i, node) in nodes.iter_mut().enumerate() {
+        for node in nodes.iter_mut() {
             while let Some(ev) = node.poll_event() {
                 progressed = true;
                 match ev {
@@ -27,7 +27,6 @@ fn write_once(nodes: &mut [Entity], now: u64, token: u64, value: &Bytes) -> usiz
                     Event::Apply { .. } | Event::Done { .. } => {}
                 }
             }
-            let _ = i;
         }
         for m in inflight.drain(..) {
             msgs += 1;

@@ -428,48 +428,39 @@ impl Entity {
         request_ids: Vec<u64>,
         deadline: u64,
     ) -> Result<(), Busy> {
-        if self.op.is_some() {
-            return Err(Busy);
-        }
-        self.op = Some(Op {
-            token,
-            kind: OpKind::Write {
-                value,
-                request_ids,
-                base: self.applied,
-            },
-            deadline,
-            entry: None,
-            ids: Vec::new(),
-            retry_at: now,
-            attempt: 0,
-        });
-        self.settle_chosen(now);
-        self.drive(now);
-        self.flush();
-        Ok(())
+        let kind = OpKind::Write {
+            value,
+            request_ids,
+            base: self.applied,
+        };
+        self.start_op(now, token, kind, deadline)
     }
 
     /// Linearizable read: ends with `ReadOk { entry }` once a majority showed entry
     /// `applied + 1` empty (the state at `entry` is current), or `Timeout`.
     pub fn read(&mut self, now: u64, token: u64, deadline: u64) -> Result<(), Busy> {
+        let kind = OpKind::Read {
+            read_id: 0,
+            empties: 0,
+            probing: false,
+        };
+        self.start_op(now, token, kind, deadline)
+    }
+
+    /// Attach the single command this entity runs at a time and start it.
+    fn start_op(&mut self, now: u64, token: u64, kind: OpKind, deadline: u64) -> Result<(), Busy> {
         if self.op.is_some() {
             return Err(Busy);
         }
         self.op = Some(Op {
             token,
-            kind: OpKind::Read {
-                read_id: 0,
-                empties: 0,
-                probing: false,
-            },
+            kind,
             deadline,
             entry: None,
             ids: Vec::new(),
             retry_at: now,
             attempt: 0,
         });
-        self.settle_chosen(now);
         self.drive(now);
         self.flush();
         Ok(())

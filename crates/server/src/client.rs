@@ -378,7 +378,7 @@ fn dispatch(
         Command::Command(c) => ready(command_cmd(c)),
         Command::Info(_) => ready(Reply::Verbatim {
             format: *b"txt",
-            text: Bytes::from(info_text(conn, shared)),
+            text: Bytes::from(info_text(shared)),
         }),
         Command::Multi => {
             if conn.multi.is_some() {
@@ -773,7 +773,7 @@ fn command_cmd(c: CommandCommand) -> Reply {
     }
 }
 
-fn info_text(conn: &Conn, shared: &Arc<Shared>) -> String {
+fn info_text(shared: &Arc<Shared>) -> String {
     let mut s = String::new();
     s.push_str("# Server\r\nredis_version:7.0.0\r\npaxosstore_version:");
     s.push_str(env!("CARGO_PKG_VERSION"));
@@ -799,6 +799,5 @@ fn info_text(conn: &Conn, shared: &Arc<Shared>) -> String {
         "\r\nmajority_reachable:{}\r\n",
         u8::from(shared.majority_reachable())
     ));
-    let _ = conn;
     s
 }
