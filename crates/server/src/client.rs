@@ -641,9 +641,7 @@ fn stored_entities(shared: &Shared, now_ms: i64) -> Result<Vec<Stored>, String> 
 }
 
 fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    crate::wallclock::wall_ms()
 }
 
 /// DBSIZE: live keys in this node's stored states (a scan, O(entities)).
