@@ -73,10 +73,15 @@ pub enum RejectReason {
     /// Peer closed (or half-closed) the socket mid-handshake.
     Truncated,
     Io,
+    /// A plaintext handshake arrived on a port that requires TLS.
+    TlsRequired,
+    /// The TLS handshake failed (no certificate, one the CA did not sign, wrong
+    /// server name, not TLS at all, ...).
+    Tls,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 16] = [
         RejectReason::BadMagic,
         RejectReason::BadVersion,
         RejectReason::WrongCluster,
@@ -91,6 +96,8 @@ impl RejectReason {
         RejectReason::Timeout,
         RejectReason::Truncated,
         RejectReason::Io,
+        RejectReason::TlsRequired,
+        RejectReason::Tls,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +116,8 @@ impl RejectReason {
             RejectReason::Timeout => "timeout",
             RejectReason::Truncated => "truncated",
             RejectReason::Io => "io",
+            RejectReason::TlsRequired => "tls_required",
+            RejectReason::Tls => "tls",
         }
     }
 

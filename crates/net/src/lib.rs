@@ -24,9 +24,12 @@
 //! The handshake admits only configured members: right cluster id, a member id,
 //! (optionally) the member's configured source IP, and — when a secret is set — an
 //! HMAC-SHA256 proof in both directions over fresh nonces, so an address alone is
-//! not enough. Frames after the handshake are CRC-protected but neither encrypted
-//! nor MACed: an on-path attacker could still inject into an established stream.
-//! Run peers on a private network (or under TLS/WireGuard) if that matters.
+//! not enough. Without TLS, frames after the handshake are CRC-protected but
+//! neither encrypted nor MACed: an on-path attacker could still inject into an
+//! established stream. With [`NetConfig::tls`] set, every connection is mutual TLS
+//! (both sides present a certificate signed by the cluster CA, see [`tls`]) and the
+//! handshake above runs *inside* the TLS stream; a plaintext peer is refused
+//! (`tls_required`), as is one whose certificate the CA did not sign (`tls`).
 //!
 //! # Channels
 //!
@@ -50,6 +53,7 @@ pub mod frame;
 pub mod fuzz_support;
 pub mod handshake;
 mod stats;
+pub mod tls;
 mod transport;
 
 use std::net::SocketAddr;
@@ -58,6 +62,7 @@ use std::time::Duration;
 pub use bytes::Bytes;
 pub use handshake::RejectReason;
 pub use stats::NetStats;
+pub use tls::{PeerTls, TlsError};
 pub use transport::{start, Transport};
 
 /// Server id of a cluster member.
@@ -80,6 +85,8 @@ pub struct NetConfig {
     pub members: Vec<Member>,
     /// Shared secret for the HMAC challenge–response; never logged.
     pub secret: Option<Vec<u8>>,
+    /// Mutual TLS on every peer connection; `None` = plaintext.
+    pub tls: Option<PeerTls>,
     /// Inner-server check: the connection's source IP must be the claimed member's
     /// configured IP. Disable behind NAT / in some container networks.
     pub check_source_addr: bool,
@@ -109,6 +116,7 @@ impl std::fmt::Debug for NetConfig {
             .field("listen", &self.listen)
             .field("members", &self.members)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("tls", &self.tls)
             .field("check_source_addr", &self.check_source_addr)
             .field("channels_per_peer", &self.channels_per_peer)
             .field("max_frame", &self.max_frame)
@@ -138,6 +146,7 @@ impl NetConfig {
             listen,
             members,
             secret: None,
+            tls: None,
             check_source_addr: true,
             channels_per_peer: workers.clamp(1, 255),
             max_frame: 16 << 20,

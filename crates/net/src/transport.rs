@@ -7,6 +7,12 @@
 //!   handshakes, runs the connection and redials with exponential backoff + jitter;
 //! * per live connection: a reader (in the accept/dial task) and a writer task.
 //!
+//! With TLS configured, the acceptor first refuses a connection whose first byte is
+//! the plaintext handshake's magic (`TlsRequired`), then runs the TLS handshake
+//! (`Tls` on failure); the dialer runs TLS right after `connect`. The PaxosStore
+//! handshake and every frame then go through the TLS stream; reader and writer are
+//! generic over the stream halves, so plaintext links keep the socket's own halves.
+//!
 //! The writer drains its channel's queue in one swap and coalesces the whole batch
 //! into as few `writev` calls as possible: small frames are copied into one staging
 //! buffer (one iovec for hundreds of frames), large payloads are referenced
@@ -22,8 +28,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rand::Rng;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::{sleep, sleep_until, timeout, Instant};
@@ -56,6 +61,12 @@ fn rlock<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 }
 fn wlock<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     m.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A handshaken peer connection.
+enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 struct Queued {
@@ -365,7 +376,9 @@ fn io_reason(e: &io::Error) -> RejectReason {
     }
 }
 
-async fn read_msg<const N: usize>(s: &mut TcpStream) -> Result<[u8; N], RejectReason> {
+async fn read_msg<const N: usize, S: AsyncRead + Unpin>(
+    s: &mut S,
+) -> Result<[u8; N], RejectReason> {
     let mut b = [0u8; N];
     // Magic first, so garbage is refused as soon as two bytes arrive.
     s.read_exact(&mut b[..2]).await.map_err(|e| io_reason(&e))?;
@@ -376,18 +389,20 @@ async fn read_msg<const N: usize>(s: &mut TcpStream) -> Result<[u8; N], RejectRe
     Ok(b)
 }
 
-async fn write_msg(s: &mut TcpStream, b: &[u8]) -> Result<(), RejectReason> {
-    s.write_all(b).await.map_err(|e| io_reason(&e))
+async fn write_msg<S: AsyncWrite + Unpin>(s: &mut S, b: &[u8]) -> Result<(), RejectReason> {
+    s.write_all(b).await.map_err(|e| io_reason(&e))?;
+    // A TLS stream buffers records until flushed; a socket's flush is a no-op.
+    s.flush().await.map_err(|e| io_reason(&e))
 }
 
-async fn accept_conn(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr) {
+async fn accept_conn(inner: Arc<Inner>, stream: TcpStream, addr: SocketAddr) {
     if let Err(e) = stream.set_nodelay(true) {
         debug!(peer = %addr, error = %e, "set_nodelay failed");
     }
     let mut sd = inner.shutdown.subscribe();
     let res = tokio::select! {
         _ = stopped(&mut sd) => return,
-        r = timeout(inner.cfg.handshake_timeout, acceptor_handshake(&inner, &mut stream, addr)) => {
+        r = timeout(inner.cfg.handshake_timeout, accept_stream(&inner, stream, addr)) => {
             r.unwrap_or(Err(RejectReason::Timeout))
         }
     };
@@ -396,7 +411,7 @@ async fn accept_conn(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr)
             inner.stats.reject(reason);
             warn!(peer = %addr, reason = %reason, "inbound handshake rejected");
         }
-        Ok((peer, ch)) => {
+        Ok((peer, ch, stream)) => {
             Stats::add(&inner.stats.connects, 1);
             info!(peer = peer.id, addr = %addr, channel = ch, "inbound channel up");
             run_conn(inner, peer, ch, stream).await;
@@ -404,13 +419,38 @@ async fn accept_conn(inner: Arc<Inner>, mut stream: TcpStream, addr: SocketAddr)
     }
 }
 
-async fn acceptor_handshake(
+/// TLS (when configured), then the PaxosStore handshake inside it.
+async fn accept_stream(
     inner: &Arc<Inner>,
-    s: &mut TcpStream,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+) -> Result<(Arc<Peer>, usize, PeerStream), RejectReason> {
+    let Some(tls) = &inner.cfg.tls else {
+        let (peer, ch) = acceptor_handshake(inner, &mut stream, addr).await?;
+        return Ok((peer, ch, PeerStream::Plain(stream)));
+    };
+    let mut first = [0u8; 1];
+    if stream.peek(&mut first).await.map_err(|e| io_reason(&e))? == 0 {
+        return Err(RejectReason::Truncated);
+    }
+    if first[0] == handshake::MAGIC.to_be_bytes()[0] {
+        return Err(RejectReason::TlsRequired);
+    }
+    let mut s = tls.acceptor.accept(stream).await.map_err(|e| {
+        debug!(peer = %addr, error = %e, "inbound TLS handshake failed");
+        RejectReason::Tls
+    })?;
+    let (peer, ch) = acceptor_handshake(inner, &mut s, addr).await?;
+    Ok((peer, ch, PeerStream::Tls(Box::new(s.into()))))
+}
+
+async fn acceptor_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    inner: &Arc<Inner>,
+    s: &mut S,
     addr: SocketAddr,
 ) -> Result<(Arc<Peer>, usize), RejectReason> {
     let cfg = &inner.cfg;
-    let hello = Hello::decode(&read_msg::<HELLO_LEN>(s).await?)?;
+    let hello = Hello::decode(&read_msg::<HELLO_LEN, _>(s).await?)?;
     let policy = Policy {
         cluster_id: cfg.cluster_id,
         self_id: cfg.self_id,
@@ -446,7 +486,7 @@ async fn acceptor_handshake(
         proof,
     };
     write_msg(s, &ch.encode()).await?;
-    let auth = Auth::decode(&read_msg::<AUTH_LEN>(s).await?)?;
+    let auth = Auth::decode(&read_msg::<AUTH_LEN, _>(s).await?)?;
     if let Some(k) = cfg.secret.as_deref() {
         if !handshake::verify_dialer(k, &t, &auth.proof) {
             return Err(RejectReason::AuthFailed);
@@ -471,14 +511,37 @@ async fn dial_once(
     inner: &Arc<Inner>,
     peer: &Peer,
     channel: usize,
-) -> Result<TcpStream, DialError> {
-    let cfg = &inner.cfg;
-    let mut s = TcpStream::connect(peer.addr)
+) -> Result<PeerStream, DialError> {
+    let s = TcpStream::connect(peer.addr)
         .await
         .map_err(DialError::Connect)?;
     if let Err(e) = s.set_nodelay(true) {
         debug!(peer = peer.id, error = %e, "set_nodelay failed");
     }
+    let Some(tls) = &inner.cfg.tls else {
+        let mut s = s;
+        dialer_handshake(inner, peer, channel, &mut s).await?;
+        return Ok(PeerStream::Plain(s));
+    };
+    let mut s = tls
+        .connector
+        .connect(tls.server_name.clone(), s)
+        .await
+        .map_err(|e| {
+            debug!(peer = peer.id, error = %e, "outbound TLS handshake failed");
+            RejectReason::Tls
+        })?;
+    dialer_handshake(inner, peer, channel, &mut s).await?;
+    Ok(PeerStream::Tls(Box::new(s.into())))
+}
+
+async fn dialer_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    inner: &Arc<Inner>,
+    peer: &Peer,
+    channel: usize,
+    s: &mut S,
+) -> Result<(), DialError> {
+    let cfg = &inner.cfg;
     let channel = u8::try_from(channel).unwrap_or(u8::MAX);
     let nonce: [u8; NONCE_LEN] = rand::random();
     let hello = Hello {
@@ -491,9 +554,9 @@ async fn dial_once(
         channels: u8::try_from(inner.channels()).unwrap_or(u8::MAX),
         nonce,
     };
-    write_msg(&mut s, &hello.encode()).await?;
+    write_msg(s, &hello.encode()).await?;
     let c =
-        Challenge::decode(&read_msg::<CHALLENGE_LEN>(&mut s).await?).map_err(RejectReason::from)?;
+        Challenge::decode(&read_msg::<CHALLENGE_LEN, _>(s).await?).map_err(RejectReason::from)?;
     if c.version != VERSION {
         return Err(RejectReason::BadVersion.into());
     }
@@ -520,12 +583,12 @@ async fn dial_once(
         }
         None => [0u8; PROOF_LEN],
     };
-    write_msg(&mut s, &Auth { proof }.encode()).await?;
-    let ack = Ack::decode(&read_msg::<ACK_LEN>(&mut s).await?).map_err(RejectReason::from)?;
+    write_msg(s, &Auth { proof }.encode()).await?;
+    let ack = Ack::decode(&read_msg::<ACK_LEN, _>(s).await?).map_err(RejectReason::from)?;
     if ack.status != 0 {
         return Err(RejectReason::AuthFailed.into());
     }
-    Ok(s)
+    Ok(())
 }
 
 fn jitter(d: Duration) -> Duration {
@@ -581,9 +644,27 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<Peer>, channel: usize) {
     }
 }
 
+/// Split the stream (a socket's own halves without TLS) and run it.
+async fn run_conn(inner: Arc<Inner>, peer: Arc<Peer>, ch: usize, stream: PeerStream) {
+    match stream {
+        PeerStream::Plain(s) => {
+            let (rd, wr) = s.into_split();
+            run_halves(inner, peer, ch, rd, wr).await;
+        }
+        PeerStream::Tls(s) => {
+            let (rd, wr) = tokio::io::split(*s);
+            run_halves(inner, peer, ch, rd, wr).await;
+        }
+    }
+}
+
 /// Install the connection in its slot (replacing, and closing, any previous one),
 /// then run reader and writer until either ends.
-async fn run_conn(inner: Arc<Inner>, peer: Arc<Peer>, ch: usize, stream: TcpStream) {
+async fn run_halves<R, W>(inner: Arc<Inner>, peer: Arc<Peer>, ch: usize, rd: R, wr: W)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let Some(slot) = peer.slots.get(ch) else {
         return;
     };
@@ -594,7 +675,6 @@ async fn run_conn(inner: Arc<Inner>, peer: Arc<Peer>, ch: usize, stream: TcpStre
     if let Some(old) = wlock(slot).replace(conn.clone()) {
         old.close();
     }
-    let (rd, wr) = stream.into_split();
     let (done_tx, done_rx) = oneshot::channel::<()>();
     spawn(&inner, writer(inner.clone(), conn.clone(), wr, done_tx));
     let why = reader(&inner, &peer, rd, done_rx).await;
@@ -608,10 +688,10 @@ async fn run_conn(inner: Arc<Inner>, peer: Arc<Peer>, ch: usize, stream: TcpStre
     info!(peer = peer.id, channel = ch, reason = why, "channel closed");
 }
 
-async fn reader(
+async fn reader<R: AsyncRead + Unpin>(
     inner: &Arc<Inner>,
     peer: &Peer,
-    mut rd: OwnedReadHalf,
+    mut rd: R,
     mut writer_done: oneshot::Receiver<()>,
 ) -> &'static str {
     let stats = &inner.stats;
@@ -685,10 +765,10 @@ async fn reader(
     }
 }
 
-async fn writer(
+async fn writer<W: AsyncWrite + Unpin>(
     inner: Arc<Inner>,
     conn: Arc<Conn>,
-    mut wr: OwnedWriteHalf,
+    mut wr: W,
     _done: oneshot::Sender<()>,
 ) {
     let stats = &inner.stats;
@@ -750,8 +830,8 @@ enum Seg {
 }
 
 /// Write all frames with as few vectored writes as possible.
-async fn write_batch(
-    wr: &mut OwnedWriteHalf,
+async fn write_batch<W: AsyncWrite + Unpin>(
+    wr: &mut W,
     batch: &[Queued],
     stage: &mut Vec<u8>,
 ) -> io::Result<()> {
@@ -794,5 +874,7 @@ async fn write_batch(
             IoSlice::advance_slices(&mut slices, n);
         }
     }
-    Ok(())
+    // TLS keeps records it could not hand to the socket until flushed; a socket's
+    // flush is a no-op.
+    wr.flush().await
 }
