@@ -6,6 +6,7 @@
 //! * [`exec`]: Redis command semantics on one entity's state.
 //! * [`dedup`]: replies remembered with client request ids.
 //! * [`codec`]: encodings of records (disk) and messages (peers).
+//! * [`route`]: an entity's hash and home node.
 //! * [`shard`]: many entities on one thread: queues, batching, lazy load, eviction.
 
 pub mod codec;
@@ -13,4 +14,5 @@ pub mod dedup;
 pub mod exec;
 pub mod fuzz;
 pub mod kv;
+pub mod route;
 pub mod shard;

@@ -306,9 +306,10 @@ impl Shard {
             .seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let restored = records.and_then(|r| {
-            Entity::restore(self.cfg.paxos.clone(), self.seed, r).map_err(|e| e.to_string())
-        });
+        let mut cfg = self.cfg.paxos.clone();
+        cfg.home = crate::route::home(&entity, cfg.n);
+        let restored =
+            records.and_then(|r| Entity::restore(cfg, self.seed, r).map_err(|e| e.to_string()));
         match restored {
             Ok(mut core) => {
                 if self.cfg.rejoin {

@@ -19,6 +19,11 @@ pub struct Config {
     pub catchup_ms: u64,
     /// Entries asked for at once by catch-up.
     pub catchup_window: u64,
+    /// The entity's home: the one node pre-authorised for entry 1. Every replica
+    /// must agree on it (the runtime derives it from a hash of the entity), so that
+    /// at most one node skips prepare there. Later entries are pre-authorised to
+    /// whoever introduced the previous chosen value.
+    pub home: NodeId,
     /// Deliberate bugs, for proving that the simulator and checkers find them.
     #[doc(hidden)]
     pub mutation: Mutation,
@@ -48,6 +53,7 @@ impl Config {
             retry_ms: 20,
             catchup_ms: 200,
             catchup_window: 8,
+            home: 0,
             mutation: Mutation::None,
         }
     }
@@ -59,6 +65,9 @@ impl Config {
         }
         if self.me >= self.n {
             return Err("me must be below n");
+        }
+        if self.home >= self.n {
+            return Err("home must be below n");
         }
         if self.retry_ms == 0 || self.catchup_ms == 0 || self.catchup_window == 0 {
             return Err("timeouts and catch-up window must be positive");

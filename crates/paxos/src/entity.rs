@@ -244,11 +244,11 @@ pub struct Entity {
 }
 
 impl Entity {
-    /// A fresh entity with no durable state. Acceptor 0 holds pre-authorisation for
-    /// entry 1.
+    /// A fresh entity with no durable state. The entity's home (`cfg.home`) holds
+    /// pre-authorisation for entry 1.
     pub fn new(cfg: Config, seed: u64) -> Self {
         let active_peer = (cfg.me + 1) % cfg.n;
-        let pre_auth = (cfg.me == 0).then_some(0);
+        let pre_auth = (cfg.me == cfg.home).then_some(0);
         Self {
             cfg,
             slots: BTreeMap::new(),

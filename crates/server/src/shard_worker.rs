@@ -71,15 +71,7 @@ fn wall_ms() -> i64 {
 }
 
 /// Stable route of an entity (picks the peer connection, and the shard).
-pub fn route(entity: &[u8]) -> u64 {
-    // FNV-1a: stable across processes and builds, which both ends rely on.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in entity {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
+pub use node::route::route;
 
 impl ShardWorker {
     /// Run until `Stop` or until every sender is gone.

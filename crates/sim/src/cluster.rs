@@ -465,7 +465,9 @@ impl Sim {
                 .map(|(&(_, e), r)| (e, r.clone()))
                 .collect();
             let seed = self.rng.next_u64();
-            let cfg = self.paxos_config(x);
+            let mut cfg = self.paxos_config(x);
+            // Homes vary by entity, as in the server (a hash of the entity there).
+            cfg.home = (ent as u64 % self.cfg.replicas as u64) as NodeId;
             let entity = match Entity::restore(cfg, seed, records) {
                 Ok(mut e) => {
                     if self.nodes[x as usize].rejoining {

@@ -19,8 +19,16 @@ struct Net {
 
 impl Net {
     fn new(n: u8) -> Self {
+        Self::with_home(n, 0)
+    }
+
+    fn with_home(n: u8, home: u8) -> Self {
         let nodes = (0..n)
-            .map(|me| Entity::new(Config::new(n, me), me as u64 + 1))
+            .map(|me| {
+                let mut cfg = Config::new(n, me);
+                cfg.home = home;
+                Entity::new(cfg, me as u64 + 1)
+            })
             .collect();
         Self {
             nodes,
@@ -138,6 +146,25 @@ fn fast_path_write_by_acceptor_0_takes_one_round_trip() {
         assert_eq!(net.nodes[i].applied(), 1, "node {i} learnt entry 1");
     }
     assert_eq!(net.nodes[0].pre_authorised_entry(), Some(2));
+}
+
+#[test]
+fn the_entity_home_holds_the_fast_path_for_entry_1() {
+    let mut net = Net::with_home(3, 2);
+    assert_eq!(net.nodes[2].pre_authorised_entry(), Some(1));
+    assert_eq!(net.nodes[0].pre_authorised_entry(), None);
+    net.write(2, 1, b"a");
+    let rec = net.durable[2][&1].clone();
+    // Node 2's reserved number is 3; no prepare round.
+    assert_eq!((rec.prepared, rec.promised, rec.accepted), (3, 3, 3));
+    net.run();
+    assert_eq!(net.outcome(1), Some(Outcome::Written { entry: 1 }));
+    assert_eq!(net.nodes[2].pre_authorised_entry(), Some(2));
+    // Node 0 is not the home: its first write to a fresh entity prepares.
+    let mut net = Net::with_home(3, 2);
+    net.write(0, 1, b"a");
+    let rec = net.durable[0][&1].clone();
+    assert_eq!((rec.accepted, rec.prepared > 3), (0, true));
 }
 
 #[test]
