@@ -137,6 +137,35 @@ fn unseal(buf: &[u8]) -> Result<&[u8], String> {
     Ok(&body[1..])
 }
 
+/// `data` with its CRC32C appended, as [`seal`] would store it (fuzzing only).
+pub(crate) fn seal_for_fuzz(data: &[u8]) -> Vec<u8> {
+    seal(data.to_vec())
+}
+
+/// A few rows of every shape (fuzz seeds).
+pub(crate) fn sample_rows() -> Vec<EntityRow> {
+    let recs = |n: u64| -> BTreeMap<u64, Bytes> {
+        (1..=n)
+            .map(|e| (e, Bytes::from(vec![e as u8; e as usize * 3])))
+            .collect()
+    };
+    vec![
+        EntityRow::default(),
+        EntityRow {
+            applied_entry: 7,
+            meta: Bytes::from_static(b"meta"),
+            kv: KvPlace::Inline(Some(Bytes::from_static(b"value"))),
+            records: recs(2),
+        },
+        EntityRow {
+            applied_entry: u64::MAX,
+            meta: Bytes::new(),
+            kv: KvPlace::Spilled,
+            records: recs(5),
+        },
+    ]
+}
+
 fn corrupt(what: impl FnOnce() -> String) -> impl FnOnce(String) -> StorageError {
     move |detail| StorageError::Corrupt {
         what: what(),

@@ -14,6 +14,8 @@ mod error;
 mod failing;
 mod fjall_storage;
 mod format;
+#[doc(hidden)]
+pub mod fuzz;
 mod group_commit;
 mod mem;
 mod model;
