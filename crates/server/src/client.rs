@@ -66,8 +66,8 @@ struct Conn {
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Serve one client until it disconnects, errs, or sends QUIT.
-pub async fn serve(mut sock: TcpStream, shared: Arc<Shared>) {
-    let _ = sock.set_nodelay(true);
+/// The stream is a TCP socket or a TLS stream over one (`tls::serve_client`).
+pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>) {
     let limits = Limits {
         max_bulk_len: shared.cfg.max_value_bytes,
         max_args: shared.cfg.max_args,

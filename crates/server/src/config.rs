@@ -16,8 +16,8 @@ pub struct MemberConfig {
 }
 
 /// A node's configuration. Defaults are given by [`NodeConfig::default`] and in the
-/// README's configuration reference.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// README's configuration reference. `Debug` redacts secrets.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NodeConfig {
     /// This node's member id.
@@ -26,6 +26,12 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// Redis protocol port.
     pub client_addr: String,
+    /// Client port TLS: certificate chain (PEM); with `tls_key`, clients must use TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Client port TLS: private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Client port TLS: CA (PEM) that must have signed every client's certificate.
+    pub tls_client_ca: Option<PathBuf>,
     /// Peer (Paxos) port.
     pub peer_addr: String,
     /// Admin HTTP port: /metrics, /health, /status.json, /.
@@ -42,6 +48,14 @@ pub struct NodeConfig {
     pub peer_secret: Option<String>,
     /// Check that peers connect from their configured host (off for NAT/containers).
     pub check_peer_source: bool,
+    /// Peer port mutual TLS: this member's certificate chain (PEM).
+    pub peer_tls_cert: Option<PathBuf>,
+    /// Peer port mutual TLS: this member's private key (PEM).
+    pub peer_tls_key: Option<PathBuf>,
+    /// Peer port mutual TLS: the cluster CA (PEM) that signed every member's certificate.
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Peer port mutual TLS: DNS name every member's certificate carries.
+    pub peer_tls_name: String,
     /// Group commit: most entity updates merged into one fsync.
     pub group_commit_max_batch: usize,
     /// Group commit: most bytes merged into one fsync.
@@ -90,6 +104,9 @@ impl Default for NodeConfig {
             id: 0,
             cluster_id: 1,
             client_addr: "127.0.0.1:7379".into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
             peer_addr: "127.0.0.1:17379".into(),
             admin_addr: "127.0.0.1:27379".into(),
             data_dir: PathBuf::from("data"),
@@ -99,6 +116,10 @@ impl Default for NodeConfig {
             channels_per_peer: 0,
             peer_secret: None,
             check_peer_source: true,
+            peer_tls_cert: None,
+            peer_tls_key: None,
+            peer_tls_ca: None,
+            peer_tls_name: net::tls::DEFAULT_SERVER_NAME.into(),
             group_commit_max_batch: 4096,
             group_commit_max_bytes: 8 << 20,
             group_commit_max_wait_us: 0,
@@ -119,6 +140,32 @@ impl Default for NodeConfig {
             requirepass: None,
             rejoin: false,
         }
+    }
+}
+
+/// Every field, with secrets (any key naming a secret or a password, at any depth)
+/// shown as `<redacted>`, so a logged configuration leaks none.
+impl std::fmt::Debug for NodeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn redact(v: &mut toml::Value) {
+            match v {
+                toml::Value::Table(t) => {
+                    for (k, x) in t.iter_mut() {
+                        let k = k.to_ascii_lowercase();
+                        if k.contains("secret") || k.contains("pass") {
+                            *x = toml::Value::String("<redacted>".into());
+                        } else {
+                            redact(x);
+                        }
+                    }
+                }
+                toml::Value::Array(a) => a.iter_mut().for_each(redact),
+                _ => {}
+            }
+        }
+        let mut v = toml::Value::try_from(self).map_err(|_| std::fmt::Error)?;
+        redact(&mut v);
+        write!(f, "NodeConfig {v}")
     }
 }
 
@@ -257,6 +304,7 @@ impl NodeConfig {
                 "must not be empty (omit it for no secret)",
             ));
         }
+        crate::tls::check(self)?;
         Ok(())
     }
 
@@ -317,5 +365,20 @@ mod tests {
         std::fs::write(&p, "id = 0\nbogus = 1\n").unwrap();
         let e = NodeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn debug_redacts_secrets() {
+        let c = NodeConfig {
+            peer_secret: Some("peer-s3cret-value".into()),
+            requirepass: Some("client-pa55-value".into()),
+            ..three()
+        };
+        let d = format!("{c:?}");
+        assert!(d.contains("<redacted>") && d.contains("client_addr"), "{d}");
+        assert!(
+            !d.contains("peer-s3cret-value") && !d.contains("client-pa55-value"),
+            "{d}"
+        );
     }
 }

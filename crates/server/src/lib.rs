@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod runtime;
 pub mod shard_worker;
+pub mod tls;
 pub mod wallclock;
 
 pub use config::{ConfigError, MemberConfig, NodeConfig};

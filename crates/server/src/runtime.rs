@@ -136,6 +136,7 @@ pub async fn run(
     );
     net_cfg.secret = cfg.peer_secret.as_ref().map(|s| s.as_bytes().to_vec());
     net_cfg.check_source_addr = cfg.check_peer_source;
+    net_cfg.tls = crate::tls::peer_tls(&cfg)?;
     net_cfg.channels_per_peer = if cfg.channels_per_peer == 0 {
         cfg.io_threads
     } else {
@@ -217,6 +218,8 @@ pub async fn run(
         }
     });
 
+    let client_tls = crate::tls::client_acceptor(&cfg)?;
+    let client_handshake = std::time::Duration::from_millis(cfg.handshake_timeout_ms);
     let client_listener = TcpListener::bind(&cfg.client_addr)
         .await
         .map_err(|source| ServerError::Listen {
@@ -248,6 +251,9 @@ pub async fn run(
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 // Over max_clients: answer like Redis and close.
                 let mut sock = sock;
+                if client_tls.is_some() {
+                    continue; // no plaintext error inside a TLS port
+                }
                 let _ = tokio::io::AsyncWriteExt::write_all(
                     &mut sock,
                     b"-ERR max number of clients reached\r\n",
@@ -256,9 +262,10 @@ pub async fn run(
                 continue;
             };
             let s = accept_shared.clone();
+            let tls = client_tls.clone();
             tokio::spawn(async move {
                 s.clients.fetch_add(1, Ordering::Relaxed);
-                crate::client::serve(sock, s.clone()).await;
+                crate::tls::serve_client(sock, tls, client_handshake, s.clone()).await;
                 s.clients.fetch_sub(1, Ordering::Relaxed);
                 drop(permit);
             });
