@@ -22,7 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 const BIN: &str = env!("CARGO_BIN_EXE_paxosstore");
 const N: usize = 3;
@@ -75,11 +76,14 @@ struct Pki {
 }
 
 fn pki(n: usize) -> Pki {
+    pki_named(n, "paxosstore test CA")
+}
+
+fn pki_named(n: usize, ca_name: &str) -> Pki {
     let ca_key = KeyPair::generate().expect("ca key");
     let mut p = CertificateParams::new(Vec::<String>::new()).expect("ca params");
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name
-        .push(DnType::CommonName, "paxosstore test CA");
+    p.distinguished_name.push(DnType::CommonName, ca_name);
     let ca = p.self_signed(&ca_key).expect("ca cert");
     let nodes = (0..n)
         .map(|_| {
@@ -158,14 +162,35 @@ struct TlsResp {
 
 impl TlsResp {
     fn connect(addr: &str, ca: &CertificateDer<'static>) -> Result<TlsResp, String> {
+        TlsResp::connect_as(addr, ca, None)
+    }
+
+    /// With `identity` (certificate PEM, key PEM), present a client certificate.
+    fn connect_as(
+        addr: &str,
+        ca: &CertificateDer<'static>,
+        identity: Option<&(String, String)>,
+    ) -> Result<TlsResp, String> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).map_err(|e| e.to_string())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let cfg = match identity {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())?;
+                let key =
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| e.to_string())?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| e.to_string())?
+            }
+        };
         let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
         let conn = rustls::ClientConnection::new(Arc::new(cfg), name).map_err(|e| e.to_string())?;
         let tcp = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
@@ -540,4 +565,80 @@ fn bad_tls_files_name_the_field_and_file_and_exit_2() {
     );
     // Nothing is listening afterwards.
     assert!(TcpStream::connect(format!("127.0.0.1:{}", ports[0])).is_err());
+}
+
+/// `tls_client_ca`: a client without a certificate, or with one another CA signed,
+/// is refused; one the configured CA signed is served. One node of three suffices
+/// (PING is answered without a majority).
+#[test]
+fn client_certificates_are_required_when_a_client_ca_is_set() {
+    let pki = pki(2); // node 0's server certificate, and a client certificate
+    let other = pki_named(1, "another CA");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let ports = free_ports(6);
+    let cert = write(d, "node.crt", &pki.nodes[0].0);
+    let key = write(d, "node.key", &pki.nodes[0].1);
+    let ca = write(d, "ca.crt", &pki.ca_pem);
+    let members: String = (0..3)
+        .map(|i| {
+            format!(
+                "\n[[members]]\nid = {i}\npeer = \"127.0.0.1:{}\"\n",
+                ports[3 + i]
+            )
+        })
+        .collect();
+    let toml = format!(
+        "id = 0\nclient_addr = \"127.0.0.1:{}\"\npeer_addr = \"127.0.0.1:{}\"\n\
+         admin_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n\
+         tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_client_ca = \"{}\"\n{members}",
+        ports[0],
+        ports[1],
+        ports[2],
+        d.join("data").display(),
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let path = write(d, "node.toml", &toml);
+    let child = Command::new(BIN)
+        .args(["server", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let mut cl = Cluster {
+        dir,
+        client: vec![format!("127.0.0.1:{}", ports[0])],
+        peer: Vec::new(),
+        admin: Vec::new(),
+        children: vec![child],
+    };
+    let addr = cl.client[0].clone();
+    let ping = |identity: Option<&(String, String)>| -> Result<Reply, String> {
+        TlsResp::connect_as(&addr, &pki.ca_der, identity)?.cmd(&["PING"])
+    };
+    poll(30, "PING with a client certificate", || {
+        if let Ok(Some(st)) = cl.children[0].try_wait() {
+            panic!("node exited: {st}");
+        }
+        match ping(Some(&pki.nodes[1]))? {
+            Reply::Simple(s) if s == "PONG" => Ok(()),
+            r => Err(format!("{r:?}")),
+        }
+    });
+    let no_cert = ping(None);
+    assert!(
+        no_cert.is_err(),
+        "served without a client certificate: {no_cert:?}"
+    );
+    let foreign = ping(Some(&other.nodes[0]));
+    assert!(
+        foreign.is_err(),
+        "served a foreign client certificate: {foreign:?}"
+    );
+    assert_eq!(ping(Some(&pki.nodes[1])), Ok(Reply::Simple("PONG".into())));
+    cl.children[0].kill().ok();
 }
