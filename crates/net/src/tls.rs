@@ -33,6 +33,9 @@ pub enum TlsError {
     /// The material loaded but rustls refused the combination.
     #[error("{0}")]
     Config(String),
+    /// The server name to verify is not a valid DNS name or IP address.
+    #[error("invalid TLS server name `{0}`")]
+    ServerName(String),
 }
 
 fn file_err(path: &Path, message: impl Into<String>) -> TlsError {
@@ -152,7 +155,7 @@ impl PeerTls {
         server_name: &str,
     ) -> Result<Self, TlsError> {
         let name = ServerName::try_from(server_name.to_string())
-            .map_err(|_| TlsError::Config(format!("invalid TLS server name `{server_name}`")))?;
+            .map_err(|_| TlsError::ServerName(server_name.to_string()))?;
         let ca = Arc::new(ca);
         let server = server_config(certs.clone(), key.clone_key(), Some((*ca).clone()))?;
         let client = ClientConfig::builder_with_provider(provider())

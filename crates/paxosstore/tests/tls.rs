@@ -563,6 +563,18 @@ fn bad_tls_files_name_the_field_and_file_and_exit_2() {
         )),
         &["peer_tls_ca", &p(&missing)],
     );
+    expect_exit_2(
+        d,
+        "bad_peer_name",
+        &cfg(format!(
+            "peer_tls_cert = \"{}\"\npeer_tls_key = \"{}\"\npeer_tls_ca = \"{}\"\n\
+             peer_tls_name = \"not a name!\"",
+            p(&cert),
+            p(&key),
+            p(&ca)
+        )),
+        &["peer_tls_name"],
+    );
     // Nothing is listening afterwards.
     assert!(TcpStream::connect(format!("127.0.0.1:{}", ports[0])).is_err());
 }

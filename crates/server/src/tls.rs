@@ -84,8 +84,10 @@ pub fn peer_tls(cfg: &NodeConfig) -> Result<Option<net::PeerTls>, ConfigError> {
         net::tls::load_key(&path(&cfg.peer_tls_key)).map_err(|e| field_err("peer_tls_key", e))?;
     let ca =
         net::tls::load_roots(&path(&cfg.peer_tls_ca)).map_err(|e| field_err("peer_tls_ca", e))?;
-    let tls = net::PeerTls::new(certs, key, ca, &cfg.peer_tls_name)
-        .map_err(|e| field_err("peer_tls_key", e))?;
+    let tls = net::PeerTls::new(certs, key, ca, &cfg.peer_tls_name).map_err(|e| match e {
+        TlsError::ServerName(_) => field_err("peer_tls_name", e),
+        e => field_err("peer_tls_key", e),
+    })?;
     Ok(Some(tls))
 }
 
