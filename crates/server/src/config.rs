@@ -163,9 +163,14 @@ impl std::fmt::Debug for NodeConfig {
                 _ => {}
             }
         }
-        let mut v = toml::Value::try_from(self).map_err(|_| std::fmt::Error)?;
-        redact(&mut v);
-        write!(f, "NodeConfig {v}")
+        match toml::Value::try_from(self) {
+            Ok(mut v) => {
+                redact(&mut v);
+                write!(f, "NodeConfig {v}")
+            }
+            // E.g. a path that is not UTF-8: show nothing rather than fail.
+            Err(_) => f.write_str("NodeConfig { .. }"),
+        }
     }
 }
 
