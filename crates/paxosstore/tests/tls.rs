@@ -6,7 +6,7 @@
 //! * a plaintext client on the TLS client port is closed and the node keeps serving;
 //!   a plaintext peer on the TLS peer port is refused and counted in /metrics;
 //! * no secret (peer secret, password, private key) appears in /metrics,
-//!   /status.json, INFO or the node's log (at debug level);
+//!   /status.json, INFO or the node's log (at trace level);
 //! * bad TLS files: one stderr line naming the field and the file, exit code 2.
 //!
 //! No sleeps as synchronisation: every wait polls a condition against a deadline.
@@ -330,7 +330,7 @@ fn start_tls_cluster(pki: &Pki) -> Cluster {
             .expect("log file");
         children.push(
             Command::new(BIN)
-                .args(["--log-level", "debug", "server", "--config"])
+                .args(["--log-level", "trace", "server", "--config"])
                 .arg(&path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -449,7 +449,7 @@ fn tls_cluster_serves_clients_refuses_plaintext_and_leaks_no_secret() {
         assert!(metrics.contains("# TYPE"), "metrics served: {metrics}");
         let log =
             std::fs::read_to_string(cl.dir.path().join(format!("node{i}.log"))).expect("read log");
-        assert!(log.contains("DEBUG"), "node {i} logs at debug level");
+        assert!(log.contains("TRACE"), "node {i} logs at trace level");
         for (what, text) in [
             ("INFO", &info),
             ("/metrics", &metrics),
