@@ -13,7 +13,6 @@ use node::shard::Request;
 use resp::command::{ClientCommand, CommandCommand};
 use resp::{entity_of, parse_command, parse_request, Command, Limits, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
 use crate::runtime::Shared;
