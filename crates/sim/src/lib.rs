@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod linearizability;
+pub mod model;
 
 pub use cluster::{Faults, Sim, SimConfig, SimReport};
 

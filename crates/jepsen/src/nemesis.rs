@@ -1,0 +1,199 @@
+//! The seeded fault schedule. Round `r` of a run with seed `s` injects the same faults
+//! on the same nodes every time (the clients' timing is not deterministic).
+
+use std::collections::BTreeSet;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Fault {
+    /// SIGKILL (`docker kill -s KILL`), restarted at heal.
+    Kill { node: usize },
+    /// SIGSTOP (`docker pause`), SIGCONT at heal.
+    Pause { node: usize },
+    /// The node can neither send to nor receive from any peer (containers: `docker
+    /// network disconnect`, which also cuts its clients).
+    Isolate { node: usize },
+    /// Two sides; no traffic between them either way.
+    Halves { minority: Vec<usize> },
+    /// The node receives nothing from its peers but its messages get through.
+    DeafNode { node: usize },
+    /// The node's messages are lost but it hears its peers.
+    MuteNode { node: usize },
+    /// Only the link between two nodes is cut (both still reach the third).
+    Bridge { a: usize, b: usize },
+    /// The node's wall clock jumps by `offset_ms` (expiry), reset at heal.
+    ClockJump { node: usize, offset_ms: i64 },
+    /// The node's data file system fills up; freed at heal.
+    DiskFull { node: usize },
+    /// Kill, delete the data directory, restart with `rejoin = true`.
+    WipeRejoin { node: usize },
+}
+
+impl Fault {
+    /// The node this fault is centred on, if one.
+    pub fn node(&self) -> Option<usize> {
+        match self {
+            Fault::Kill { node }
+            | Fault::Pause { node }
+            | Fault::Isolate { node }
+            | Fault::DeafNode { node }
+            | Fault::MuteNode { node }
+            | Fault::ClockJump { node, .. }
+            | Fault::DiskFull { node }
+            | Fault::WipeRejoin { node } => Some(*node),
+            Fault::Halves { .. } | Fault::Bridge { .. } => None,
+        }
+    }
+
+    pub fn is_partition(&self) -> bool {
+        matches!(
+            self,
+            Fault::Halves { .. }
+                | Fault::DeafNode { .. }
+                | Fault::MuteNode { .. }
+                | Fault::Bridge { .. }
+        )
+    }
+
+    /// The blocked `(from, to)` pairs of a partition.
+    pub fn blocked(&self, n: usize) -> BTreeSet<(usize, usize)> {
+        let mut b = BTreeSet::new();
+        match self {
+            Fault::Halves { minority } => {
+                for &i in minority {
+                    for j in (0..n).filter(|j| !minority.contains(j)) {
+                        b.insert((i, j));
+                        b.insert((j, i));
+                    }
+                }
+            }
+            Fault::DeafNode { node } => {
+                for j in (0..n).filter(|j| j != node) {
+                    b.insert((j, *node));
+                }
+            }
+            Fault::MuteNode { node } => {
+                for j in (0..n).filter(|j| j != node) {
+                    b.insert((*node, j));
+                }
+            }
+            Fault::Bridge { a, b: c } => {
+                b.insert((*a, *c));
+                b.insert((*c, *a));
+            }
+            _ => {}
+        }
+        b
+    }
+}
+
+/// The fault kinds, cycled through in a seeded order so that every kind occurs in
+/// any run of at least this many rounds.
+const KINDS: [&str; 10] = [
+    "kill",
+    "pause",
+    "isolate",
+    "halves",
+    "deaf",
+    "mute",
+    "bridge",
+    "clock",
+    "disk-full",
+    "wipe",
+];
+
+pub struct Schedule {
+    n: usize,
+    order: Vec<&'static str>,
+    rng: StdRng,
+    disk_full_ok: bool,
+    pub max_clock_ms: i64,
+}
+
+impl Schedule {
+    pub fn new(seed: u64, n: usize, disk_full_ok: bool, only: Option<Vec<String>>) -> Schedule {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut order: Vec<&'static str> = KINDS
+            .iter()
+            .copied()
+            .filter(|k| only.as_ref().is_none_or(|o| o.iter().any(|x| x == k)))
+            .collect();
+        if order.is_empty() {
+            order = KINDS.to_vec();
+        }
+        order.shuffle(&mut rng);
+        Schedule {
+            n,
+            order,
+            rng,
+            disk_full_ok,
+            max_clock_ms: 2000,
+        }
+    }
+
+    fn make(&mut self, kind: &str, avoid: &[usize]) -> Fault {
+        let n = self.n;
+        let pool: Vec<usize> = (0..n).filter(|i| !avoid.contains(i)).collect();
+        let node = pool[self.rng.gen_range(0..pool.len())];
+        match kind {
+            "kill" => Fault::Kill { node },
+            "pause" => Fault::Pause { node },
+            "isolate" => Fault::Isolate { node },
+            "halves" => {
+                let mut all: Vec<usize> = (0..n).collect();
+                all.shuffle(&mut self.rng);
+                let mut minority: Vec<usize> = all[..n / 2].to_vec();
+                minority.sort_unstable();
+                Fault::Halves { minority }
+            }
+            "deaf" => Fault::DeafNode { node },
+            "mute" => Fault::MuteNode { node },
+            "bridge" => {
+                let mut all: Vec<usize> = (0..n).collect();
+                all.shuffle(&mut self.rng);
+                Fault::Bridge {
+                    a: all[0].min(all[1]),
+                    b: all[0].max(all[1]),
+                }
+            }
+            "clock" => {
+                let mag = self.rng.gen_range(500..=self.max_clock_ms);
+                let offset_ms = if self.rng.gen_bool(0.5) { mag } else { -mag };
+                Fault::ClockJump { node, offset_ms }
+            }
+            "disk-full" if self.disk_full_ok => Fault::DiskFull { node },
+            "disk-full" => Fault::Kill { node },
+            _ => Fault::WipeRejoin { node },
+        }
+    }
+
+    /// The faults of round `r`: one on 3 nodes; on 5 nodes a second, node-level one
+    /// on another node (two simultaneous faults).
+    pub fn round(&mut self, r: usize) -> Vec<Fault> {
+        let kind = self.order[r % self.order.len()];
+        let first = self.make(kind, &[]);
+        let mut faults = vec![first.clone()];
+        if self.n >= 5 {
+            let mut avoid: Vec<usize> = first.node().into_iter().collect();
+            if let Fault::Bridge { a, b } = first {
+                avoid.extend([a, b]);
+            }
+            let second = ["kill", "pause", "clock", "disk-full", "deaf"];
+            let k = second[self.rng.gen_range(0..second.len())];
+            // Two partitions would overwrite each other: pair a partition with a
+            // node fault.
+            let k = if first.is_partition() && k == "deaf" {
+                "kill"
+            } else {
+                k
+            };
+            faults.push(self.make(k, &avoid));
+        }
+        faults
+    }
+}
