@@ -53,9 +53,26 @@ pub struct KvState {
     pub vals: Vec<Option<i64>>,
 }
 
+/// The value given to writes whose value no read returned: all such writes look
+/// alike to the checker (smaller memo, and see [`Model::class`]).
+pub const UNSEEN: i64 = i64::MIN;
+
 impl Model for KvModel {
     type State = KvState;
     type Op = MOp;
+    fn class(&self, op: &MOp) -> Option<u64> {
+        match op {
+            MOp::Set(k, UNSEEN) => Some(1 + *k as u64),
+            MOp::TxnSet(UNSEEN) => Some(100),
+            MOp::Incr(None) => Some(101),
+            MOp::Vset {
+                value: UNSEEN,
+                expect,
+                res: None,
+            } => Some(1000 + *expect),
+            _ => None,
+        }
+    }
     fn step(&self, s: &KvState, op: &MOp, known: bool) -> Option<KvState> {
         let write = |f: &dyn Fn(&mut Vec<Option<i64>>)| {
             let mut n = s.clone();
@@ -159,9 +176,36 @@ pub fn check_entity(class: Class, entity: &str, ops: &[&Record], max_steps: u64)
     let round = ops.first().map_or(0, |r| r.round);
     let keys = entity_keys(class, entity);
     let mut out = Vec::new();
+    // Values some successful read returned; writes of other values become UNSEEN.
+    let mut seen = std::collections::HashSet::new();
+    for r in ops {
+        if let Outcome::Ok { res } = &r.outcome {
+            match res {
+                Res::Value { v: Some(v) } | Res::Int { v } => {
+                    seen.insert(*v);
+                }
+                Res::Versioned { v: Some((v, _)) } => {
+                    seen.insert(*v);
+                }
+                Res::Values { v } => seen.extend(v.iter().flatten().copied()),
+                _ => {}
+            }
+        }
+    }
+    let unseen = |v: i64| if seen.contains(&v) { v } else { UNSEEN };
     let mut hist = Vec::new();
     for r in ops {
         if let Some((op, known)) = to_mop(r, &keys) {
+            let op = match op {
+                MOp::Set(k, v) => MOp::Set(k, unseen(v)),
+                MOp::TxnSet(v) => MOp::TxnSet(unseen(v)),
+                MOp::Vset { value, expect, res } => MOp::Vset {
+                    value: unseen(value),
+                    expect,
+                    res,
+                },
+                other => other,
+            };
             hist.push(Entry {
                 client: r.client,
                 invoke: r.invoke_us,

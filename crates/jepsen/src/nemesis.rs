@@ -132,7 +132,7 @@ impl Schedule {
             order,
             rng,
             disk_full_ok,
-            max_clock_ms: 2000,
+            max_clock_ms: crate::run::MAX_CLOCK_SKEW_MS as i64,
         }
     }
 

@@ -18,6 +18,9 @@ use crate::history::{Class, Op, Outcome, Record, Res, FINAL_CLIENT};
 use crate::nemesis::{Fault, Schedule};
 use crate::resp::{self, Conn, Reply};
 
+/// The largest clock offset the nemesis injects (the expiry check allows for it).
+pub const MAX_CLOCK_SKEW_MS: u64 = 2000;
+
 /// Client request timeout (the servers' `op_timeout_ms` is 2000).
 const OP_TIMEOUT: Duration = Duration::from_millis(3000);
 
@@ -542,8 +545,7 @@ pub async fn run(opts: &Opts) -> Result<Summary, String> {
             let _ = writeln!(hist_file, "{line}");
         }
     }
-    let max_skew = 2000;
-    let findings = check::check_all(&records, max_skew);
+    let findings = check::check_all(&records, MAX_CLOCK_SKEW_MS);
     liveness.retain(|l| !l.is_empty());
     let summary = Summary {
         rounds: opts.rounds,
