@@ -48,4 +48,7 @@ else
   echo "SKIPPED: container tier (no Docker engine reachable)"
 fi
 
+step "fault tests: 3- and 5-node clusters under a seeded nemesis (processes; containers when Docker runs)"
+tests/jepsen/run.sh
+
 step "all tests passed"
