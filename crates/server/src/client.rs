@@ -259,7 +259,7 @@ fn dispatch(
             return (Pending::Ready(e), "reqid", false);
         }
         return match parse_command(&args[2..]) {
-            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id),
+            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id, &args[2..]),
             Err(e) => (Pending::Ready(Reply::error(e.to_string())), "reqid", false),
         };
     }
@@ -476,7 +476,7 @@ fn dispatch(
         Command::FlushAll(_) | Command::FlushDb(_) => {
             (Pending::Task(Box::pin(flush(shared.clone()))), name, false)
         }
-        cmd => route_entity_command(conn, shared, cmd, name, 0),
+        cmd => route_entity_command(conn, shared, cmd, name, 0, args),
     }
 }
 
@@ -486,6 +486,7 @@ fn route_entity_command(
     cmd: Command,
     name: &'static str,
     request_id: u64,
+    argv: &[Bytes],
 ) -> (Pending, &'static str, bool) {
     let keys: Vec<Bytes> = cmd.keys().into_iter().cloned().collect();
     if keys.is_empty() {
@@ -497,6 +498,11 @@ fn route_entity_command(
     }
     let stale_ok = conn.readonly;
     if let Some(entity) = one_entity(&keys.iter().collect::<Vec<_>>()) {
+        if cmd.is_write() {
+            if let Some(f) = crate::forward::try_forward(shared, &entity, argv, request_id) {
+                return (Pending::Task(Box::pin(f)), name, false);
+            }
+        }
         let req = Request {
             cmds: vec![cmd],
             multi: false,
@@ -561,6 +567,12 @@ fn one_entity(keys: &[&Bytes]) -> Option<Bytes> {
     keys.iter()
         .all(|k| entity_of(k) == first)
         .then(|| Bytes::copy_from_slice(first))
+}
+
+/// Run a write a peer forwarded to this node (its home): proposed here, never
+/// forwarded again.
+pub(crate) async fn run_forwarded(shared: Arc<Shared>, entity: Bytes, req: Request) -> Reply {
+    resolve(submit(&shared, entity, req)).await
 }
 
 fn submit(shared: &Arc<Shared>, entity: Bytes, req: Request) -> Pending {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod forward;
 pub mod runtime;
 pub mod shard_worker;
 pub mod tls;
