@@ -454,6 +454,59 @@ fn kill_all_during_writes_keeps_every_acknowledged_write() {
     }
 }
 
+/// The entity's home as the server computes it (`node::route::home`): FNV-1a, high
+/// half, mod n. Restated here so the test notices if the server's rule changes.
+fn home_of(key: &str) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    ((h >> 32) % N as u64) as usize
+}
+
+fn metric(cl: &Cluster, i: usize, name: &str) -> u64 {
+    let (_, body) = http_get(&cl.nodes[i].admin, "/metrics").expect("metrics");
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// (c') Writes are forwarded to their entity's home (which holds the fast path);
+/// with the home down, the node that received the write proposes it itself.
+#[test]
+fn writes_go_to_the_entity_home_and_fall_back_when_it_is_down() {
+    let mut cl = Cluster::start();
+    set_retry(cl.client(0), "warm", "1", 20);
+    let keys: Vec<String> = (0..60).map(|i| format!("fwd:{i}")).collect();
+    let remote = keys.iter().filter(|k| home_of(k) != 0).count() as u64;
+    let before = metric(&cl, 0, "paxosstore_forwarded_total");
+    let mut c = Resp::connect(cl.client(0)).unwrap();
+    for k in &keys {
+        assert!(c.cmds(&["SET", k, "a"]).unwrap().is_ok(), "SET {k}");
+    }
+    let forwarded = metric(&cl, 0, "paxosstore_forwarded_total") - before;
+    assert_eq!(forwarded, remote, "every write whose home is another node is forwarded");
+    // Node 1 down: writes for its entities are proposed by node 0 (slow path).
+    cl.kill9(1);
+    let homeless: Vec<&String> = keys.iter().filter(|k| home_of(k) == 1).collect();
+    assert!(!homeless.is_empty());
+    for k in &homeless {
+        set_retry(cl.client(0), k, "b", 20);
+    }
+    let mut r = Resp::connect(cl.client(2)).unwrap();
+    for k in &homeless {
+        assert_eq!(get(&mut r, k), Reply::bulk("b"), "{k}");
+    }
+    // And INCR (not idempotent) stays exact across a forwarded path and a local one.
+    let ctr = keys.iter().find(|k| home_of(k) == 2).unwrap();
+    assert_eq!(c.cmds(&["DEL", ctr]).unwrap(), Reply::Int(1));
+    for want in 1..=5 {
+        assert_eq!(c.cmds(&["INCR", ctr]).unwrap(), Reply::Int(want));
+    }
+}
+
 /// (d) SIGTERM stops a node gracefully: exit code 0, even with an idle client
 /// connection open and after serving writes.
 #[test]
