@@ -178,7 +178,9 @@ fn config_toml(
     s
 }
 
-fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+/// `n` free ports, still bound (drop the listeners just before the nodes start, so
+/// that nothing else — the proxies included — is handed them meanwhile).
+fn free_ports(n: usize) -> Result<(Vec<u16>, Vec<std::net::TcpListener>), String> {
     let mut held = Vec::new();
     let mut ports = Vec::new();
     for _ in 0..n {
@@ -186,7 +188,7 @@ fn free_ports(n: usize) -> Result<Vec<u16>, String> {
         ports.push(l.local_addr().map_err(|e| e.to_string())?.port());
         held.push(l);
     }
-    Ok(ports)
+    Ok((ports, held))
 }
 
 // ---------------------------------------------------------------------------
@@ -212,7 +214,7 @@ impl ProcessCluster {
     /// tokio runtime (the proxies are tasks).
     pub async fn create(dir: &Path, n: usize, bin: &Path) -> Result<ProcessCluster, String> {
         let layout = Layout::prepare(dir, n, true)?;
-        let ports = free_ports(3 * n)?;
+        let (ports, held) = free_ports(3 * n)?;
         let client: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", ports[i])).collect();
         let peer: Vec<String> = (0..n)
             .map(|i| format!("127.0.0.1:{}", ports[n + i]))
@@ -251,6 +253,7 @@ impl ProcessCluster {
         for (i, members) in via.iter().enumerate() {
             c.write_config(i, members)?;
         }
+        drop(held);
         for i in 0..n {
             c.start(i)?;
         }

@@ -532,7 +532,33 @@ pub async fn run(opts: &Opts) -> Result<Summary, String> {
         let (d, n, img) = (dir.clone(), opts.nodes, opts.image.clone());
         Box::new(blocking(move || DockerCluster::create(&d, n, &img, &tag))?)
     } else {
-        Box::new(ProcessCluster::create(&dir, opts.nodes, &opts.bin).await?)
+        // A port taken between choosing it and the node binding it (other tests
+        // run on this machine): start again on fresh ports.
+        let mut attempt = 0;
+        loop {
+            let mut c: Box<dyn Backend> =
+                Box::new(ProcessCluster::create(&dir, opts.nodes, &opts.bin).await?);
+            match wait_ready(&mut c, 30).await {
+                Ok(()) => break c,
+                Err(e) if attempt < 2 => {
+                    println!("cluster did not start ({e}); retrying on fresh ports");
+                    blocking(|| c.teardown());
+                    for i in 0..opts.nodes {
+                        let _ = std::fs::remove_dir_all(dir.join(format!("node{i}-disk")));
+                        let log = dir.join(format!("node{i}.log"));
+                        let _ = std::fs::rename(
+                            &log,
+                            dir.join(format!("node{i}.log.attempt{attempt}")),
+                        );
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    blocking(|| c.teardown());
+                    return Err(format!("cluster did not start: {e}"));
+                }
+            }
+        }
     };
     let result = run_rounds(opts, &mut backend, &dir).await;
     blocking(|| backend.teardown());

@@ -99,6 +99,7 @@ pub fn access(cmd: &Command) -> Access {
         | C::Quit
         | C::Reset
         | C::Client(_)
+        | C::Acl(_)
         | C::Command(_)
         | C::Info(_)
         | C::DbSize
@@ -360,6 +361,7 @@ impl Exec<'_> {
             | C::Quit
             | C::Reset
             | C::Client(_)
+            | C::Acl(_)
             | C::Command(_)
             | C::Info(_)
             | C::FlushAll(_)

@@ -1,7 +1,7 @@
 //! One task per client connection: parse RESP, handle connection-level commands here,
 //! route entity commands to their shard, write replies in order (pipelining).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use node::shard::Request;
-use resp::command::{ClientCommand, CommandCommand};
+use resp::command::{AclCommand, ClientCommand, ClientKill, CommandCommand};
 use resp::{entity_of, parse_command, parse_request, Command, Limits, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+use crate::info::{ConnInfo, ConnState, Registered};
 use crate::runtime::Shared;
 use crate::shard_worker::{route, ShardInput};
 
@@ -50,7 +52,8 @@ enum Queued {
 struct Conn {
     id: u64,
     proto: u8,
-    authed: bool,
+    /// The logged-in user (index into `Shared::acl`); `None` until AUTH.
+    user: Option<usize>,
     readonly: bool,
     name: Option<Bytes>,
     multi: Option<Vec<Queued>>,
@@ -59,7 +62,31 @@ struct Conn {
     watched: Vec<(Bytes, u64)>,
     /// A watched key's version could not be learned: the next EXEC fails.
     watch_dirty: bool,
-    created: Instant,
+    /// This connection's entry in the node's registry (CLIENT LIST, KILL).
+    info: Arc<ConnInfo>,
+    /// Commands queued since the last registry refresh.
+    last_cmd: &'static str,
+}
+
+impl Conn {
+    fn authed(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// Copy what CLIENT LIST shows into the registry entry.
+    fn publish(&self, shared: &Shared) {
+        let mut st = self.info.state();
+        st.name.clone_from(&self.name);
+        st.user = self
+            .user
+            .and_then(|u| shared.acl.user(u))
+            .map_or_else(String::new, |u| u.name.clone());
+        st.last_cmd = self.last_cmd;
+        st.last_active = Instant::now();
+        st.multi = self.multi.as_ref().map_or(-1, |q| q.len() as i64);
+        st.resp = self.proto;
+        st.readonly = self.readonly;
+    }
 }
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
@@ -72,18 +99,46 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
         max_args: shared.cfg.max_args,
         ..Limits::default()
     };
+    let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
+    let created = Instant::now();
+    let info = Arc::new(ConnInfo {
+        id,
+        addr: sock
+            .tcp()
+            .peer_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        laddr: sock
+            .tcp()
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string()),
+        fd: raw_fd(sock.tcp()),
+        created,
+        state: std::sync::Mutex::new(ConnState {
+            name: None,
+            user: String::new(),
+            last_cmd: "NULL",
+            last_active: created,
+            multi: -1,
+            resp: 2,
+            readonly: false,
+        }),
+        kill: tokio::sync::Notify::new(),
+    });
+    let registered = Registered::new(shared.clone(), info.clone());
     let mut conn = Conn {
-        id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+        id,
         proto: 2,
-        authed: shared.cfg.requirepass.is_none(),
+        user: shared.acl.initial_user(),
         readonly: false,
         name: None,
         multi: None,
         multi_failed: false,
         watched: Vec::new(),
         watch_dirty: false,
-        created: Instant::now(),
+        info,
+        last_cmd: "NULL",
     };
+    conn.publish(&shared);
     let idle = match shared.cfg.client_idle_timeout_s {
         0 => Duration::from_secs(u64::MAX / 4),
         s => Duration::from_secs(s),
@@ -95,7 +150,10 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
     let mut skip_read = false;
     loop {
         if !skip_read {
-            let read = tokio::time::timeout(idle, sock.read_buf(&mut buf)).await;
+            let read = tokio::select! {
+                r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => r,
+                _ = registered.info.kill.notified() => return,
+            };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
                 Ok(Ok(_)) => {}
@@ -138,6 +196,11 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
                 Pending::Watch(keys) => record_watch(&mut conn, keys).await,
                 p => resolve(p).await,
             };
+            count_lookups(&shared.registry, name, &reply);
+            shared
+                .registry
+                .total_commands
+                .fetch_add(1, Ordering::Relaxed);
             metrics::counter!("paxosstore_commands_total", "cmd" => name).increment(1);
             if matches!(reply, Reply::Error(_)) {
                 metrics::counter!("paxosstore_command_errors_total", "cmd" => name).increment(1);
@@ -146,6 +209,7 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
                 .record(started.elapsed().as_secs_f64());
             reply.encode(conn.proto, &mut out);
         }
+        conn.publish(&shared);
         if sock.write_all(&out).await.is_err() {
             return;
         }
@@ -254,12 +318,15 @@ fn dispatch(
             let e = Reply::error("ERR syntax: REQID <id 1..2^64-1> <command> [args...]");
             return (Pending::Ready(e), "reqid", false);
         };
-        if conn.multi.is_some() || !conn.authed {
+        if conn.multi.is_some() || !conn.authed() {
             let e = Reply::error("ERR REQID is not allowed here");
             return (Pending::Ready(e), "reqid", false);
         }
         return match parse_command(&args[2..]) {
-            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id, &args[2..]),
+            Ok(cmd) if !may_run(conn, shared, &cmd) => {
+                (Pending::Ready(noperm(conn, shared, &cmd)), "reqid", false)
+            }
+            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id),
             Err(e) => (Pending::Ready(Reply::error(e.to_string())), "reqid", false),
         };
     }
@@ -283,10 +350,11 @@ fn dispatch(
         }
     };
     let name = cmd.name();
-    if !conn.authed
+    conn.last_cmd = crate::acl::acl_name(&cmd);
+    if !conn.authed()
         && !matches!(
             cmd,
-            Command::Auth { .. } | Command::Hello { .. } | Command::Quit
+            Command::Auth { .. } | Command::Hello { .. } | Command::Quit | Command::Reset
         )
     {
         return (
@@ -294,6 +362,13 @@ fn dispatch(
             name,
             false,
         );
+    }
+    if !may_run(conn, shared, &cmd) {
+        // Like Redis, a refused command inside MULTI fails the EXEC.
+        if conn.multi.is_some() {
+            conn.multi_failed = true;
+        }
+        return (Pending::Ready(noperm(conn, shared, &cmd)), name, false);
     }
     // Inside MULTI: queue everything but the transaction commands.
     if conn.multi.is_some()
@@ -333,18 +408,20 @@ fn dispatch(
         Command::Quit => (Pending::Ready(Reply::ok()), name, true),
         Command::Select(0) => ready(Reply::ok()),
         Command::Select(_) => ready(Reply::error("ERR DB index is out of range")),
-        Command::Auth { password, .. } => ready(auth(conn, shared, &password)),
+        Command::Auth { username, password } => {
+            ready(auth(conn, shared, username.as_deref(), &password))
+        }
         Command::Hello {
             protover,
             auth: creds,
             setname,
         } => {
-            if let Some((_, pass)) = creds {
-                if let Reply::Error(e) = auth(conn, shared, &pass) {
+            if let Some((user, pass)) = creds {
+                if let Reply::Error(e) = auth(conn, shared, Some(&user), &pass) {
                     return ready(Reply::Error(e));
                 }
             }
-            if !conn.authed {
+            if !conn.authed() {
                 return ready(Reply::error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time"));
             }
             if let Some(p) = protover {
@@ -362,7 +439,7 @@ fn dispatch(
             conn.watch_dirty = false;
             conn.readonly = false;
             conn.name = None;
-            conn.authed = shared.cfg.requirepass.is_none();
+            conn.user = shared.acl.initial_user();
             ready(Reply::simple("RESET"))
         }
         Command::ReadOnly => {
@@ -373,12 +450,14 @@ fn dispatch(
             conn.readonly = false;
             ready(Reply::ok())
         }
-        Command::Client(c) => ready(client_cmd(conn, c)),
+        Command::Client(c) => ready(client_cmd(conn, shared, c)),
+        Command::Acl(c) => ready(acl_cmd(conn, shared, c)),
         Command::Command(c) => ready(command_cmd(c)),
-        Command::Info(_) => ready(Reply::Verbatim {
-            format: *b"txt",
-            text: Bytes::from(info_text(shared)),
-        }),
+        Command::Info(args) => (
+            Pending::Task(Box::pin(info(shared.clone(), args))),
+            name,
+            false,
+        ),
         Command::Multi => {
             if conn.multi.is_some() {
                 return ready(Reply::error("ERR MULTI calls can not be nested"));
@@ -476,7 +555,7 @@ fn dispatch(
         Command::FlushAll(_) | Command::FlushDb(_) => {
             (Pending::Task(Box::pin(flush(shared.clone()))), name, false)
         }
-        cmd => route_entity_command(conn, shared, cmd, name, 0, args),
+        cmd => route_entity_command(conn, shared, cmd, name, 0),
     }
 }
 
@@ -486,7 +565,6 @@ fn route_entity_command(
     cmd: Command,
     name: &'static str,
     request_id: u64,
-    argv: &[Bytes],
 ) -> (Pending, &'static str, bool) {
     let keys: Vec<Bytes> = cmd.keys().into_iter().cloned().collect();
     if keys.is_empty() {
@@ -498,11 +576,6 @@ fn route_entity_command(
     }
     let stale_ok = conn.readonly;
     if let Some(entity) = one_entity(&keys.iter().collect::<Vec<_>>()) {
-        if cmd.is_write() {
-            if let Some(f) = crate::forward::try_forward(shared, &entity, argv, request_id) {
-                return (Pending::Task(Box::pin(f)), name, false);
-            }
-        }
         let req = Request {
             cmds: vec![cmd],
             multi: false,
@@ -567,12 +640,6 @@ fn one_entity(keys: &[&Bytes]) -> Option<Bytes> {
     keys.iter()
         .all(|k| entity_of(k) == first)
         .then(|| Bytes::copy_from_slice(first))
-}
-
-/// Run a write a peer forwarded to this node (its home): proposed here, never
-/// forwarded again.
-pub(crate) async fn run_forwarded(shared: Arc<Shared>, entity: Bytes, req: Request) -> Reply {
-    resolve(submit(&shared, entity, req)).await
 }
 
 fn submit(shared: &Arc<Shared>, entity: Bytes, req: Request) -> Pending {
@@ -685,46 +752,99 @@ async fn flush(shared: Arc<Shared>) -> Reply {
         Ok(Err(e)) => return Reply::error(format!("ERR storage: {e}")),
         Err(_) => return Reply::error("ERR internal: scan failed"),
     };
-    let mut waits = Vec::new();
-    for Stored { entity, keys, .. } in stored {
-        if keys.is_empty() {
-            continue;
-        }
-        let req = Request {
-            cmds: vec![Command::Del(keys.into_iter().collect())],
-            multi: true,
-            stale_ok: false,
-            request_id: 0,
-            watch: Vec::new(),
-        };
-        waits.push(submit(&shared, entity, req));
-    }
+    // A bounded window of DELs at a time (a big keyspace must not flood the shard
+    // queues), each retried when its outcome is unknown or it lost to other writers:
+    // deleting keys again is harmless.
+    const WINDOW: usize = 64;
+    const ATTEMPTS: usize = 4;
+    let work: Vec<(Bytes, Vec<Bytes>)> = stored
+        .into_iter()
+        .filter(|s| !s.keys.is_empty())
+        .map(|s| (s.entity, s.keys.into_iter().collect()))
+        .collect();
     let mut first_err = None;
-    for p in waits {
-        let reply = Box::pin(resolve(p)).await;
-        let err = match reply {
-            Reply::Error(e) => Some(e),
-            Reply::Array(items) => items.into_iter().find_map(|r| match r {
-                Reply::Error(e) => Some(e),
-                _ => None,
-            }),
-            _ => None,
-        };
-        if let Some(e) = err {
-            first_err.get_or_insert(e);
+    for chunk in work.chunks(WINDOW) {
+        let mut todo: Vec<&(Bytes, Vec<Bytes>)> = chunk.iter().collect();
+        for attempt in 1..=ATTEMPTS {
+            let waits: Vec<_> = todo
+                .iter()
+                .map(|(entity, keys)| {
+                    let req = Request {
+                        cmds: vec![Command::Del(keys.clone())],
+                        multi: true,
+                        stale_ok: false,
+                        request_id: 0,
+                        watch: Vec::new(),
+                    };
+                    submit(&shared, entity.clone(), req)
+                })
+                .collect();
+            let mut again = Vec::new();
+            for (item, p) in todo.into_iter().zip(waits) {
+                let err = match Box::pin(resolve(p)).await {
+                    Reply::Error(e) => Some(e),
+                    Reply::Array(items) => items.into_iter().find_map(|r| match r {
+                        Reply::Error(e) => Some(e),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                let Some(e) = err else { continue };
+                let retry = ["TIMEOUT", "TRYAGAIN", "BUSY"]
+                    .iter()
+                    .any(|p| e.as_bytes().starts_with(p.as_bytes()));
+                if retry && attempt < ATTEMPTS {
+                    again.push(item);
+                } else {
+                    first_err.get_or_insert(e);
+                }
+            }
+            if again.is_empty() {
+                break;
+            }
+            todo = again;
         }
     }
     first_err.map_or_else(Reply::ok, Reply::Error)
 }
 
-fn auth(conn: &mut Conn, shared: &Arc<Shared>, password: &[u8]) -> Reply {
-    match &shared.cfg.requirepass {
-        None => Reply::error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
-        Some(p) if p.as_bytes() == password => {
-            conn.authed = true;
+/// Whether the connection's user may run `cmd` (AUTH, HELLO, QUIT and RESET always).
+fn may_run(conn: &Conn, shared: &Shared, cmd: &Command) -> bool {
+    let name = crate::acl::acl_name(cmd);
+    match conn.user.and_then(|u| shared.acl.user(u)) {
+        Some(u) => u.may_run(name),
+        None => matches!(
+            cmd,
+            Command::Auth { .. } | Command::Hello { .. } | Command::Quit | Command::Reset
+        ),
+    }
+}
+
+fn noperm(conn: &Conn, shared: &Shared, cmd: &Command) -> Reply {
+    let user = conn
+        .user
+        .and_then(|u| shared.acl.user(u))
+        .map_or("", |u| u.name.as_str());
+    Reply::error(format!(
+        "NOPERM User {user} has no permissions to run the '{}' command",
+        crate::acl::acl_name(cmd)
+    ))
+}
+
+/// AUTH / HELLO AUTH: on success the connection becomes that user; on failure it
+/// keeps its current one (as in Redis).
+fn auth(conn: &mut Conn, shared: &Shared, username: Option<&[u8]>, password: &[u8]) -> Reply {
+    use crate::acl::AuthOutcome;
+    match shared.acl.authenticate(username, password) {
+        AuthOutcome::Ok(u) => {
+            conn.user = Some(u);
             Reply::ok()
         }
-        Some(_) => Reply::error("WRONGPASS invalid username-password pair or user is disabled."),
+        AuthOutcome::NoPasswordConfigured => Reply::error("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"),
+        AuthOutcome::WrongPass => {
+            metrics::counter!("paxosstore_auth_failures_total").increment(1);
+            Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+        }
     }
 }
 
@@ -742,7 +862,7 @@ fn hello_reply(conn: &Conn, shared: &Arc<Shared>) -> Reply {
     ])
 }
 
-fn client_cmd(conn: &mut Conn, c: ClientCommand) -> Reply {
+fn client_cmd(conn: &mut Conn, shared: &Shared, c: ClientCommand) -> Reply {
     match c {
         ClientCommand::SetName(n) => {
             conn.name = if n.is_empty() { None } else { Some(n) };
@@ -750,18 +870,108 @@ fn client_cmd(conn: &mut Conn, c: ClientCommand) -> Reply {
         }
         ClientCommand::GetName => conn.name.clone().map_or(Reply::Null, Reply::Bulk),
         ClientCommand::Id => Reply::Integer(conn.id as i64),
-        ClientCommand::Info | ClientCommand::List => Reply::Bulk(Bytes::from(format!(
-            "id={} name={} age={} db=0 resp={}\n",
-            conn.id,
-            conn.name
-                .as_ref()
-                .map(|n| String::from_utf8_lossy(n).into_owned())
-                .unwrap_or_default(),
-            conn.created.elapsed().as_secs(),
-            conn.proto
-        ))),
-        #[allow(unreachable_patterns)]
-        _ => Reply::error("ERR unknown subcommand"),
+        ClientCommand::Info => {
+            conn.publish(shared);
+            Reply::Bulk(Bytes::from(format!("{}\n", conn.info.line(Instant::now()))))
+        }
+        ClientCommand::List => {
+            conn.publish(shared);
+            let now = Instant::now();
+            let mut text = String::new();
+            for c in shared.registry.snapshot() {
+                text.push_str(&c.line(now));
+                text.push('\n');
+            }
+            Reply::Bulk(Bytes::from(text))
+        }
+        ClientCommand::Kill(k) => {
+            let old_form = matches!(k, ClientKill::Addr(_));
+            let mut killed = 0;
+            for c in shared.registry.snapshot() {
+                let hit = match &k {
+                    ClientKill::Addr(a) => c.addr.as_bytes() == a.as_ref(),
+                    ClientKill::Filters {
+                        id,
+                        addr,
+                        laddr,
+                        skipme,
+                    } => {
+                        id.is_none_or(|i| i == c.id)
+                            && addr
+                                .as_ref()
+                                .is_none_or(|a| c.addr.as_bytes() == a.as_ref())
+                            && laddr
+                                .as_ref()
+                                .is_none_or(|a| c.laddr.as_bytes() == a.as_ref())
+                            && !(*skipme && c.id == conn.id)
+                    }
+                };
+                if hit {
+                    c.kill.notify_one();
+                    killed += 1;
+                }
+            }
+            match (old_form, killed) {
+                (true, 0) => Reply::error("ERR No such client"),
+                (true, _) => Reply::ok(),
+                (false, n) => Reply::Integer(n),
+            }
+        }
+        ClientCommand::Help => help(&[
+            "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "GETNAME",
+            "SETNAME <name>",
+            "ID",
+            "INFO",
+            "LIST",
+            "KILL <ip:port> | KILL [ID <id>] [ADDR <ip:port>] [LADDR <ip:port>] [SKIPME yes|no]",
+            "HELP",
+        ]),
+    }
+}
+
+fn help(lines: &[&'static str]) -> Reply {
+    Reply::Array(lines.iter().map(|l| Reply::simple(l)).collect())
+}
+
+fn acl_cmd(conn: &Conn, shared: &Shared, c: AclCommand) -> Reply {
+    match c {
+        AclCommand::WhoAmI => match conn.user.and_then(|u| shared.acl.user(u)) {
+            Some(u) => Reply::Bulk(Bytes::copy_from_slice(u.name.as_bytes())),
+            None => Reply::Null,
+        },
+        AclCommand::List => Reply::Array(
+            shared
+                .acl
+                .users()
+                .iter()
+                .map(|u| Reply::Bulk(Bytes::from(u.describe())))
+                .collect(),
+        ),
+        AclCommand::Help => help(&[
+            "ACL <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "WHOAMI",
+            "LIST",
+            "HELP",
+        ]),
+    }
+}
+
+/// INFO keyspace_hits/misses: GET-family and MGET lookups, from their replies.
+fn count_lookups(reg: &crate::info::Registry, name: &str, reply: &Reply) {
+    match (name, reply) {
+        ("get" | "getdel" | "getex" | "getset" | "vget", Reply::Null | Reply::NullArray) => {
+            reg.lookup(false)
+        }
+        ("get" | "getdel" | "getex" | "getset", Reply::Bulk(_)) | ("vget", Reply::Array(_)) => {
+            reg.lookup(true)
+        }
+        ("mget", Reply::Array(items)) => {
+            for i in items {
+                reg.lookup(!matches!(i, Reply::Null));
+            }
+        }
+        _ => {}
     }
 }
 
@@ -782,31 +992,63 @@ fn command_cmd(c: CommandCommand) -> Reply {
     }
 }
 
-fn info_text(shared: &Arc<Shared>) -> String {
-    let mut s = String::new();
-    s.push_str("# Server\r\nredis_version:7.0.0\r\npaxosstore_version:");
-    s.push_str(env!("CARGO_PKG_VERSION"));
-    s.push_str(&format!(
-        "\r\nnode_id:{}\r\nuptime_in_seconds:{}\r\n",
-        shared.cfg.id,
-        shared.started.elapsed().as_secs()
-    ));
-    s.push_str(&format!(
-        "\r\n# Clients\r\nconnected_clients:{}\r\n",
-        shared.clients.load(Ordering::Relaxed)
-    ));
-    s.push_str("\r\n# Cluster\r\ncluster_enabled:0\r\npaxosstore_members:");
-    let states: BTreeMap<u8, String> = shared.peer_states();
-    s.push_str(
-        &states
+/// INFO: the requested sections; the keyspace section scans this node's storage.
+async fn info(shared: Arc<Shared>, args: Vec<Bytes>) -> Reply {
+    let sections = crate::info::sections(&args);
+    let keyspace = if sections.contains(&"keyspace") {
+        let now = wall_ms();
+        let s = shared.clone();
+        match tokio::task::spawn_blocking(move || stored_entities(&s, now)).await {
+            Ok(Ok(stored)) => {
+                let (mut keys, mut expires) = (0u64, 0u64);
+                for st in stored.iter().filter_map(|e| e.chosen.as_ref()) {
+                    for (_, e) in st.keys.iter().filter(|(_, e)| e.is_live(now)) {
+                        keys += 1;
+                        expires += u64::from(e.expire_at_ms.is_some());
+                    }
+                }
+                Some((keys, expires))
+            }
+            Ok(Err(e)) => return Reply::error(format!("ERR storage: {e}")),
+            Err(_) => return Reply::error("ERR internal: scan failed"),
+        }
+    } else {
+        None
+    };
+    let members = shared.peer_states();
+    let input = crate::info::InfoInput {
+        node_id: shared.cfg.id,
+        uptime_s: shared.started.elapsed().as_secs(),
+        tcp_port: crate::config::resolve("client_addr", &shared.cfg.client_addr)
+            .map_or(0, |a| a.port()),
+        max_clients: shared.cfg.max_clients,
+        connected_clients: shared.registry.len(),
+        registry: &shared.registry,
+        members: shared
+            .cfg
+            .members
             .iter()
-            .map(|(id, st)| format!("{id}={st}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    s.push_str(&format!(
-        "\r\nmajority_reachable:{}\r\n",
-        u8::from(shared.majority_reachable())
-    ));
-    s
+            .map(|m| {
+                let st = members.get(&m.id).cloned().unwrap_or_else(|| "down".into());
+                (m.id, m.peer.clone(), st)
+            })
+            .collect(),
+        majority_reachable: shared.majority_reachable(),
+        keyspace,
+    };
+    Reply::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(crate::info::render(&input, &sections)),
+    }
+}
+
+#[cfg(unix)]
+fn raw_fd(sock: &TcpStream) -> i64 {
+    use std::os::fd::AsRawFd;
+    i64::from(sock.as_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn raw_fd(_: &TcpStream) -> i64 {
+    -1
 }

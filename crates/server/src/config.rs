@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::acl::UserConfig;
+
 /// One cluster member.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -76,9 +78,6 @@ pub struct NodeConfig {
     pub catchup_max_per_sec: u64,
     /// Use the pre-authorised fast path.
     pub pre_auth: bool,
-    /// Forward single-command writes to the entity's home node (which holds the
-    /// fast path) while it is connected; off: every node proposes its own writes.
-    pub forward_writes: bool,
     /// Memory budget for cached entities, MiB (LRU eviction above it).
     pub cache_mb: usize,
     /// Requests queued per entity before BUSY.
@@ -93,8 +92,11 @@ pub struct NodeConfig {
     pub max_args: usize,
     /// Peer handshake timeout (ms).
     pub handshake_timeout_ms: u64,
-    /// `requirepass`: clients must AUTH with this password.
+    /// `requirepass`: clients must AUTH with this password (the `default` user's).
     pub requirepass: Option<String>,
+    /// ACL users (`[[users]]`: name, password or password_sha256, commands).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<UserConfig>,
     /// This node's data directory was wiped (or replaced) while the cluster kept
     /// data: it must not vote on entries it may have forgotten. Once set, the flag is
     /// kept in the data directory, so later restarts keep the rule.
@@ -133,7 +135,6 @@ impl Default for NodeConfig {
             catchup_window: 8,
             catchup_max_per_sec: 20_000,
             pre_auth: true,
-            forward_writes: true,
             cache_mb: 256,
             max_queue_per_entity: 1_024,
             max_clients: 10_000,
@@ -142,6 +143,7 @@ impl Default for NodeConfig {
             max_args: 1 << 20,
             handshake_timeout_ms: 5_000,
             requirepass: None,
+            users: Vec::new(),
             rejoin: false,
         }
     }
@@ -307,6 +309,14 @@ impl NodeConfig {
         if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
             return Err(field("max_value_bytes", "must be 1 byte to 1 GiB"));
         }
+        if self.requirepass.as_deref() == Some("") {
+            return Err(field(
+                "requirepass",
+                "must not be empty (omit it for no password)",
+            ));
+        }
+        crate::acl::Acl::new(&self.users, self.requirepass.as_deref())
+            .map_err(|m| field("users", m))?;
         if self.peer_secret.as_deref() == Some("") {
             return Err(field(
                 "peer_secret",
@@ -365,6 +375,38 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("`client_addr`"));
+    }
+
+    #[test]
+    fn users_load_and_bad_users_name_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        let members = "[[members]]\nid = 0\npeer = \"127.0.0.1:17000\"\n\
+                       [[members]]\nid = 1\npeer = \"127.0.0.1:17001\"\n\
+                       [[members]]\nid = 2\npeer = \"127.0.0.1:17002\"\n";
+        let user = "[[users]]\nname = \"alice\"\npassword = \"pw\"\ncommands = \"+@read\"\n";
+        std::fs::write(&p, format!("id = 0\n{members}{user}")).unwrap();
+        let c = NodeConfig::load(&p).unwrap();
+        assert_eq!(c.users.len(), 1);
+        assert_eq!(c.users[0].name, "alice");
+        // Round trip through the TOML `demo` writes.
+        let back: NodeConfig = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(back.users, c.users);
+        // A bad rule names `users`, and the message does not echo the password.
+        let bad = user.replace("+@read", "+@nosuch");
+        std::fs::write(&p, format!("id = 0\n{members}{bad}")).unwrap();
+        let e = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("`users`") && e.contains("alice") && !e.contains("pw"),
+            "{e}"
+        );
+        let mut c = three();
+        c.requirepass = Some(String::new());
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`requirepass`"));
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! It pumps the sans-IO shards, the storage group commit and the peer transport, and
 //! serves Redis clients and the admin HTTP endpoint.
 
+pub mod acl;
 pub mod admin;
 pub mod client;
 pub mod config;
-pub mod forward;
+pub mod info;
 pub mod runtime;
 pub mod shard_worker;
 pub mod tls;

@@ -41,9 +41,11 @@ pub struct Shared {
     pub storage: Arc<dyn Storage>,
     pub started: Instant,
     pub clients: AtomicUsize,
+    /// Live connections (CLIENT LIST/KILL) and the client counters of INFO.
+    pub registry: crate::info::Registry,
+    /// Users and their permissions (built from `users` and `requirepass`).
+    pub acl: crate::acl::Acl,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// Writes forwarded to their entity's home, awaiting the reply.
-    pub forwarder: crate::forward::Forwarder,
 }
 
 impl Shared {
@@ -57,14 +59,6 @@ impl Shared {
             .count();
         // Self plus connected peers must reach floor(n/2) + 1.
         up + 1 > self.cfg.members.len() / 2
-    }
-
-    /// Whether at least one connection to `peer` is up.
-    pub fn peer_connected(&self, peer: u8) -> bool {
-        self.transport
-            .peer_states()
-            .iter()
-            .any(|(id, s)| *id == peer && matches!(s, net::PeerState::Connected { .. }))
     }
 
     /// Each member's link state as text (self is "self").
@@ -192,6 +186,12 @@ pub async fn run(
         shards.push(ShardHandle { tx });
     }
 
+    let acl = crate::acl::Acl::new(&cfg.users, cfg.requirepass.as_deref()).map_err(|message| {
+        ConfigError::Field {
+            field: "users",
+            message,
+        }
+    })?;
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         shards,
@@ -200,8 +200,9 @@ pub async fn run(
         storage: storage.clone(),
         started: epoch,
         clients: AtomicUsize::new(0),
+        registry: crate::info::Registry::default(),
+        acl,
         metrics,
-        forwarder: crate::forward::Forwarder::new(cfg.max_clients.max(1024)),
     });
 
     // Peer messages → their entity's shard. A full shard inbox drops the message:
@@ -209,17 +210,8 @@ pub async fn run(
     let peer_shared = shared.clone();
     let peer_task = tokio::spawn(async move {
         while let Some(frame) = inbound.recv().await {
-            match frame.msg_type {
-                MSG_PAXOS => {}
-                crate::forward::MSG_FORWARD => {
-                    crate::forward::on_forward(&peer_shared, frame.from, frame.payload);
-                    continue;
-                }
-                crate::forward::MSG_FORWARD_REPLY => {
-                    crate::forward::on_forward_reply(&peer_shared, frame.from, frame.payload);
-                    continue;
-                }
-                _ => continue,
+            if frame.msg_type != MSG_PAXOS {
+                continue;
             }
             match node::codec::decode_message(&frame.payload) {
                 Ok((entity, msg)) if msg.from == frame.from => {
@@ -270,6 +262,10 @@ pub async fn run(
             };
             let Ok(permit) = limit.clone().try_acquire_owned() else {
                 // Over max_clients: answer like Redis and close.
+                accept_shared
+                    .registry
+                    .rejected
+                    .fetch_add(1, Ordering::Relaxed);
                 let mut sock = sock;
                 if client_tls.is_some() {
                     continue; // no plaintext error inside a TLS port

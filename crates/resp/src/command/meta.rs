@@ -20,6 +20,7 @@ impl Cmd {
             Quit => "quit",
             Reset => "reset",
             Client(_) => "client",
+            Acl(_) => "acl",
             Cmd::Command(_) => "command",
             Info(_) => "info",
             FlushAll(_) => "flushall",
@@ -102,6 +103,7 @@ impl Cmd {
             | Quit
             | Reset
             | Client(_)
+            | Acl(_)
             | Cmd::Command(_)
             | Info(_)
             | FlushAll(_)
@@ -170,7 +172,7 @@ impl Cmd {
             | ReadOnly
             | ReadWrite
             | Cmd::Command(_) => false,
-            Client(_) => false,
+            Client(_) | Acl(_) => false,
         }
     }
 }

@@ -56,6 +56,8 @@ pub enum CommandError {
     NxAndXxGtLt,
     #[error("ERR GT and LT options at the same time are not compatible")]
     GtAndLt,
+    #[error("ERR client-id should be greater than 0")]
+    ClientIdNotPositive,
 }
 
 /// When a key should expire, normalised to milliseconds.
@@ -163,6 +165,31 @@ pub enum ClientCommand {
     Id,
     Info,
     List,
+    /// `CLIENT KILL`: which connections to close.
+    Kill(ClientKill),
+    Help,
+}
+
+/// `CLIENT KILL` forms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientKill {
+    /// Old form `CLIENT KILL addr:port`: replies `OK` or `ERR No such client`.
+    Addr(Bytes),
+    /// New form `CLIENT KILL <filter> <value> ...`: replies the number killed. All
+    /// given filters must match; `skipme` (default yes) spares the caller.
+    Filters {
+        id: Option<u64>,
+        addr: Option<Bytes>,
+        laddr: Option<Bytes>,
+        skipme: bool,
+    },
+}
+
+/// `ACL` subcommands (the subset this server has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AclCommand {
+    WhoAmI,
+    List,
     Help,
 }
 
@@ -199,6 +226,7 @@ pub enum Command {
     Quit,
     Reset,
     Client(ClientCommand),
+    Acl(AclCommand),
     Command(CommandCommand),
     Info(Vec<Bytes>),
     FlushAll(FlushMode),

@@ -16,6 +16,7 @@ const TABLE: &[(&str, i32)] = &[
     ("quit", -1),
     ("reset", 1),
     ("client", -2),
+    ("acl", -2),
     ("command", -1),
     ("info", -1),
     ("flushall", -1),
@@ -69,7 +70,14 @@ const CLIENT_SUBS: &[(&str, &str, i32)] = &[
     ("id", "client|id", 2),
     ("info", "client|info", 2),
     ("list", "client|list", -2),
+    ("kill", "client|kill", -3),
     ("help", "client|help", 2),
+];
+
+const ACL_SUBS: &[(&str, &str, i32)] = &[
+    ("whoami", "acl|whoami", 2),
+    ("list", "acl|list", 2),
+    ("help", "acl|help", 2),
 ];
 
 const COMMAND_SUBS: &[(&str, &str, i32)] = &[
@@ -173,6 +181,11 @@ pub fn parse_command(args: &[Bytes]) -> Result<Command, CommandError> {
         "quit" => Command::Quit,
         "reset" => Command::Reset,
         "client" => Command::Client(parse_client(a)?),
+        "acl" => Command::Acl(match sub(a, "ACL", ACL_SUBS)?.0 {
+            "whoami" => AclCommand::WhoAmI,
+            "list" => AclCommand::List,
+            _ => AclCommand::Help,
+        }),
         "command" => Command::Command(parse_command_command(a)?),
         "info" => Command::Info(a[1..].to_vec()),
         "flushall" => Command::FlushAll(parse_flush(a)?),
@@ -359,9 +372,51 @@ fn parse_client(a: &[Bytes]) -> Result<ClientCommand, CommandError> {
         "id" => ClientCommand::Id,
         "info" => ClientCommand::Info,
         "help" => ClientCommand::Help,
+        "kill" => ClientCommand::Kill(parse_client_kill(&a[2..])?),
         // Filters (TYPE/ID/USER...) are not supported yet.
         _ if a.len() > 2 => return Err(CommandError::Syntax),
         _ => ClientCommand::List,
+    })
+}
+
+/// Redis `clientKillCommand` argument rules: one argument is the old form, else
+/// filter/value pairs.
+fn parse_client_kill(a: &[Bytes]) -> Result<ClientKill, CommandError> {
+    if let [addr] = a {
+        return Ok(ClientKill::Addr(addr.clone()));
+    }
+    if a.len() % 2 != 0 {
+        return Err(CommandError::Syntax);
+    }
+    let (mut id, mut addr, mut laddr, mut skipme) = (None, None, None, true);
+    for pair in a.chunks_exact(2) {
+        let (f, v) = (&pair[0], &pair[1]);
+        if is(f, "id") {
+            match parse_i64(v) {
+                Some(n) if n > 0 => id = Some(n as u64),
+                _ => return Err(CommandError::ClientIdNotPositive),
+            }
+        } else if is(f, "addr") {
+            addr = Some(v.clone());
+        } else if is(f, "laddr") {
+            laddr = Some(v.clone());
+        } else if is(f, "skipme") {
+            skipme = if is(v, "yes") {
+                true
+            } else if is(v, "no") {
+                false
+            } else {
+                return Err(CommandError::Syntax);
+            };
+        } else {
+            return Err(CommandError::Syntax);
+        }
+    }
+    Ok(ClientKill::Filters {
+        id,
+        addr,
+        laddr,
+        skipme,
     })
 }
 
