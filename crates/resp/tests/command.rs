@@ -442,6 +442,7 @@ fn every_table_command_parses_with_plausible_args() {
         let mut a = vec![name.to_string()];
         let filler = match name {
             "client" => vec!["id"],
+            "acl" => vec!["whoami"],
             "command" => vec!["count"],
             "hello" => vec!["3"],
             "mset" | "msetnx" => vec!["k", "v"],
@@ -458,4 +459,57 @@ fn every_table_command_parses_with_plausible_args() {
         let c = cmd(&refs).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.name(), name);
     }
+}
+
+#[test]
+fn client_kill_and_acl_subcommands() {
+    use resp::command::{AclCommand, ClientKill};
+    assert_eq!(
+        cmd(&["client", "kill", "127.0.0.1:5000"]),
+        Ok(Command::Client(ClientCommand::Kill(ClientKill::Addr(b(
+            "127.0.0.1:5000"
+        )))))
+    );
+    assert_eq!(
+        cmd(&["CLIENT", "KILL", "ID", "7", "skipme", "no"]),
+        Ok(Command::Client(ClientCommand::Kill(ClientKill::Filters {
+            id: Some(7),
+            addr: None,
+            laddr: None,
+            skipme: false,
+        })))
+    );
+    assert_eq!(
+        cmd(&["client", "kill", "id", "0"]).unwrap_err().to_string(),
+        "ERR client-id should be greater than 0"
+    );
+    assert_eq!(
+        cmd(&["client", "kill", "id", "1", "addr"])
+            .unwrap_err()
+            .to_string(),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        cmd(&["client", "kill", "user", "x"])
+            .unwrap_err()
+            .to_string(),
+        "ERR syntax error"
+    );
+    assert_eq!(
+        cmd(&["client", "kill"]).unwrap_err().to_string(),
+        "ERR wrong number of arguments for 'client|kill' command"
+    );
+    assert_eq!(
+        cmd(&["acl", "WHOAMI"]),
+        Ok(Command::Acl(AclCommand::WhoAmI))
+    );
+    assert_eq!(cmd(&["acl", "list"]), Ok(Command::Acl(AclCommand::List)));
+    assert_eq!(
+        cmd(&["acl", "setuser", "x"]).unwrap_err().to_string(),
+        "ERR unknown subcommand 'setuser'. Try ACL HELP."
+    );
+    assert_eq!(
+        cmd(&["acl", "whoami", "x"]).unwrap_err().to_string(),
+        "ERR wrong number of arguments for 'acl|whoami' command"
+    );
 }
