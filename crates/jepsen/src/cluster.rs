@@ -44,6 +44,8 @@ pub trait Backend: Send {
 struct Layout {
     dir: PathBuf,
     tmpfs: bool,
+    /// Extra lines for every node's config (`--server-config`).
+    extra: String,
 }
 
 impl Layout {
@@ -71,6 +73,7 @@ impl Layout {
         let mut l = Layout {
             dir: dir.to_path_buf(),
             tmpfs: false,
+            extra: String::new(),
         };
         for i in 0..n {
             fs::create_dir_all(l.disk(i)).map_err(|e| format!("mkdir: {e}"))?;
@@ -81,7 +84,7 @@ impl Layout {
             let mut ok = true;
             for i in 0..n {
                 let st = Command::new("mount")
-                    .args(["-t", "tmpfs", "-o", "size=48m", "tmpfs"])
+                    .args(["-t", "tmpfs", "-o", "size=1g", "tmpfs"])
                     .arg(l.disk(i))
                     .stderr(Stdio::null())
                     .status();
@@ -166,11 +169,12 @@ fn config_toml(
     data: &str,
     members: &[String],
     rejoin: bool,
+    extra: &str,
 ) -> String {
     let mut s = format!(
         "id = {i}\ncluster_id = 9\nclient_addr = \"{client}\"\npeer_addr = \"{peer}\"\n\
          admin_addr = \"{admin}\"\ndata_dir = \"{data}\"\nshards = 2\nio_threads = 2\n\
-         check_peer_source = false\nop_timeout_ms = 2000\nrejoin = {rejoin}\n"
+         check_peer_source = false\nop_timeout_ms = 2000\nrejoin = {rejoin}\n{extra}"
     );
     for (j, m) in members.iter().enumerate() {
         s.push_str(&format!("\n[[members]]\nid = {j}\npeer = \"{m}\"\n"));
@@ -212,8 +216,14 @@ pub struct ProcessCluster {
 impl ProcessCluster {
     /// Create the layout, proxies and configs, and start every node. Call inside a
     /// tokio runtime (the proxies are tasks).
-    pub async fn create(dir: &Path, n: usize, bin: &Path) -> Result<ProcessCluster, String> {
-        let layout = Layout::prepare(dir, n, true)?;
+    pub async fn create(
+        dir: &Path,
+        n: usize,
+        bin: &Path,
+        extra: &str,
+    ) -> Result<ProcessCluster, String> {
+        let mut layout = Layout::prepare(dir, n, true)?;
+        layout.extra = extra.to_string();
         let (ports, held) = free_ports(3 * n)?;
         let client: Vec<String> = (0..n).map(|i| format!("127.0.0.1:{}", ports[i])).collect();
         let peer: Vec<String> = (0..n)
@@ -269,6 +279,7 @@ impl ProcessCluster {
             &self.layout.data(i).display().to_string(),
             members,
             self.rejoin[i],
+            &self.layout.extra,
         );
         fs::write(self.layout.config(i), toml).map_err(|e| format!("config: {e}"))
     }
@@ -461,8 +472,15 @@ pub struct DockerCluster {
 
 impl DockerCluster {
     /// Create a network (subnet `172.31.<octet>.0/24`) and one container per node.
-    pub fn create(dir: &Path, n: usize, image: &str, tag: &str) -> Result<DockerCluster, String> {
-        let layout = Layout::prepare(dir, n, true)?;
+    pub fn create(
+        dir: &Path,
+        n: usize,
+        image: &str,
+        tag: &str,
+        extra: &str,
+    ) -> Result<DockerCluster, String> {
+        let mut layout = Layout::prepare(dir, n, true)?;
+        layout.extra = extra.to_string();
         let net = format!("pxj-{tag}");
         let octet = (std::process::id() % 200) as usize + 20;
         let ips: Vec<String> = (0..n)
@@ -532,6 +550,7 @@ impl DockerCluster {
             "/data",
             &members,
             self.rejoin[i],
+            &self.layout.extra,
         );
         // In place: the file is bind-mounted.
         fs::write(self.layout.config(i), toml).map_err(|e| format!("config: {e}"))

@@ -51,6 +51,10 @@ struct Args {
     /// mute, bridge, clock, disk-full, wipe.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
+    /// An extra line for every node's config file (repeatable), e.g.
+    /// --server-config 'forward_writes = false'.
+    #[arg(long)]
+    server_config: Vec<String>,
     /// Only check a kept history (history.jsonl of an earlier run); start nothing.
     #[arg(long)]
     check: Option<PathBuf>,
@@ -103,6 +107,7 @@ fn main() -> ExitCode {
         clients_per_node: a.clients_per_node,
         keep: a.keep,
         only: a.faults,
+        server_config: a.server_config,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -38,6 +38,8 @@ pub struct Opts {
     pub clients_per_node: usize,
     pub keep: bool,
     pub only: Option<Vec<String>>,
+    /// Extra TOML lines for every node's config.
+    pub server_config: Vec<String>,
 }
 
 impl Opts {
@@ -53,6 +55,9 @@ impl Opts {
         }
         if let Some(o) = &self.only {
             s.push_str(&format!(" --faults {}", o.join(",")));
+        }
+        for c in &self.server_config {
+            s.push_str(&format!(" --server-config '{c}'"));
         }
         s
     }
@@ -528,16 +533,23 @@ pub async fn run(opts: &Opts) -> Result<Summary, String> {
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let tag = format!("{}{}", std::process::id(), opts.seed % 1000);
+    let extra: String = opts
+        .server_config
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
     let mut backend: Box<dyn Backend> = if opts.docker {
         let (d, n, img) = (dir.clone(), opts.nodes, opts.image.clone());
-        Box::new(blocking(move || DockerCluster::create(&d, n, &img, &tag))?)
+        Box::new(blocking(move || {
+            DockerCluster::create(&d, n, &img, &tag, &extra)
+        })?)
     } else {
         // A port taken between choosing it and the node binding it (other tests
         // run on this machine): start again on fresh ports.
         let mut attempt = 0;
         loop {
             let mut c: Box<dyn Backend> =
-                Box::new(ProcessCluster::create(&dir, opts.nodes, &opts.bin).await?);
+                Box::new(ProcessCluster::create(&dir, opts.nodes, &opts.bin, &extra).await?);
             match wait_ready(&mut c, 30).await {
                 Ok(()) => break c,
                 Err(e) if attempt < 2 => {
