@@ -1405,3 +1405,276 @@ def test_flushall_and_flushdb(r, k):
     assert r[0].execute_command("FLUSHDB", "ASYNC") is True
     assert r[1].get(k("g")) is None
     assert r[0].execute_command("FLUSHALL", "SYNC") is True
+
+
+# ---------------------------------------------------------------------------
+# INFO, CLIENT LIST / INFO / KILL
+# ---------------------------------------------------------------------------
+
+def _info(port, *sections):
+    c = Raw(port)
+    try:
+        t, text = c.cmd("INFO", *sections)
+    finally:
+        c.close()
+    assert t == "$", text
+    return text.decode()
+
+
+def _fields(text):
+    return dict(l.split(":", 1) for l in text.split("\r\n") if l and not l.startswith("#"))
+
+
+def test_info_sections(cluster, r, k):
+    port = cluster.port(0)
+    text = _info(port)
+    for s in ("# Server", "# Clients", "# Stats", "# Cluster", "# Keyspace"):
+        assert s in text, text
+    for arg in ("everything", "all", "default", "ALL"):
+        assert _info(port, arg).count("# ") == 5
+    stats = _info(port, "stats")
+    assert stats.startswith("# Stats\r\n") and "# Server" not in stats, stats
+    f = _fields(stats)
+    for name in ("total_connections_received", "total_commands_processed",
+                 "rejected_connections", "keyspace_hits", "keyspace_misses"):
+        assert int(f[name]) >= 0, name
+    # Hits and misses count GET lookups; commands are counted.
+    r[0].set(k("h"), "v")
+    r[0].get(k("h"))
+    r[0].get(k("missing"))
+    after = _fields(_info(port, "stats"))
+    assert int(after["keyspace_hits"]) >= int(f["keyspace_hits"]) + 1
+    assert int(after["keyspace_misses"]) >= int(f["keyspace_misses"]) + 1
+    assert int(after["total_commands_processed"]) >= int(f["total_commands_processed"]) + 3
+    # Two sections, in Redis's order whatever the argument order.
+    two = _info(port, "keyspace", "server")
+    assert two.index("# Server") < two.index("# Keyspace") and "# Stats" not in two
+    assert _info(port, "nosuchsection") == ""
+    # The cluster section: every member with its peer address and state as node 0 sees it.
+    cl = _fields(_info(port, "cluster"))
+    assert cl["majority_reachable"] == "1"
+    assert cl["member0"].startswith("id=0,peer=127.0.0.1:") and cl["member0"].endswith("state=self")
+    for i in (1, 2):
+        assert f"id={i},peer=127.0.0.1:" in cl[f"member{i}"]
+        assert "state=up" in cl[f"member{i}"], cl
+    # Keyspace: node-local key count, like DBSIZE, and keys with a TTL.
+    r[0].set(k("ttl"), "v", ex=100)
+
+    def keyspace():
+        ks = _fields(_info(port, "keyspace")).get("db0", "")
+        m = re.fullmatch(r"keys=(\d+),expires=(\d+),avg_ttl=0", ks)
+        return m and int(m.group(1)) == r[0].dbsize() and int(m.group(2)) >= 1
+
+    wait_until(10, "INFO keyspace to match DBSIZE", keyspace)
+    assert int(_fields(_info(port, "clients"))["connected_clients"]) >= 1
+    # redis-py parses it.
+    assert r[1].info("server")["redis_version"].startswith("7.")
+
+
+CLIENT_LIST_FIELDS = (
+    "id addr laddr fd name age idle flags db sub psub ssub multi qbuf qbuf-free argv-mem "
+    "multi-mem obl oll omem tot-mem events cmd user redir resp"
+).split()
+
+
+def _client_lines(text):
+    out = []
+    for line in text.strip("\n").split("\n"):
+        pairs = [p.split("=", 1) for p in line.split(" ")]
+        assert [p[0] for p in pairs] == CLIENT_LIST_FIELDS, line
+        out.append(dict(pairs))
+    return out
+
+
+def test_client_list_info_and_kill(cluster):
+    port = cluster.port(1)
+    a, b = Raw(port), Raw(port)
+    try:
+        assert a.cmd("CLIENT", "SETNAME", "alpha") == ("+", "OK")
+        a_id = a.cmd("CLIENT", "ID")[1]
+        b_id = b.cmd("CLIENT", "ID")[1]
+        t, text = a.cmd("CLIENT", "LIST")
+        assert t == "$"
+        lines = {int(c["id"]): c for c in _client_lines(text.decode())}
+        assert a_id in lines and b_id in lines, text
+        me = lines[a_id]
+        assert me["name"] == "alpha" and me["cmd"] == "client|list" and me["db"] == "0"
+        assert me["laddr"] == f"127.0.0.1:{port}" and me["user"] == "default"
+        assert me["flags"] == "N" and me["multi"] == "-1" and me["resp"] == "2"
+        assert lines[b_id]["cmd"] == "client|id"
+        # CLIENT INFO: this connection only.
+        (info,) = _client_lines(a.cmd("CLIENT", "INFO")[1].decode())
+        assert int(info["id"]) == a_id and info["cmd"] == "client|info"
+        # MULTI shows in the flags and the queued count.
+        assert b.cmd("MULTI") == ("+", "OK")
+        assert b.cmd("PING") == ("+", "QUEUED")
+        listed = {int(c["id"]): c for c in _client_lines(a.cmd("CLIENT", "LIST")[1].decode())}
+        assert listed[b_id]["flags"] == "x" and listed[b_id]["multi"] == "1"
+        # CLIENT KILL ID closes the other connection; the registry forgets it.
+        assert a.cmd("CLIENT", "KILL", "ID", str(b_id)) == (":", 1)
+        with pytest.raises((ConnectionError, OSError)):
+            b.cmd("PING")
+            b.cmd("PING")
+        wait_until(10, "killed client to leave CLIENT LIST",
+                   lambda: f"id={b_id} " not in a.cmd("CLIENT", "LIST")[1].decode())
+        assert a.cmd("CLIENT", "KILL", "ID", str(b_id)) == (":", 0)
+        assert a.cmd("CLIENT", "KILL", "127.0.0.1:1") == ("-", "ERR No such client")
+        # SKIPME yes (the default) spares the caller.
+        assert a.cmd("CLIENT", "KILL", "ID", str(a_id)) == (":", 0)
+        assert a.cmd("PING") == ("+", "PONG")
+    finally:
+        a.close()
+        b.close()
+
+
+# ---------------------------------------------------------------------------
+# ACL users (a second cluster, configured with users)
+# ---------------------------------------------------------------------------
+
+def _sha256(s):
+    import hashlib
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+ACL_USERS = f"""
+requirepass = "defaultpw"
+
+[[users]]
+name = "alice"
+password_sha256 = "{_sha256('alicepw')}"
+commands = "+@read +@write +@connection +@transaction -flushall"
+
+[[users]]
+name = "reader"
+password = "readerpw"
+commands = "+@read +@connection"
+
+[[users]]
+name = "ops"
+password_sha256 = "{_sha256('opspw')}"
+commands = "+@all"
+"""
+
+
+@pytest.fixture(scope="module")
+def acl_cluster():
+    """Three `paxosstore server` processes with ACL users (module-scoped)."""
+    rnd = random.Random()
+    for _ in range(50):
+        base = rnd.randrange(10000, 12700)
+        ports = [base + off + i for off in (0, 10000, 20000) for i in range(3)]
+        if all(port_free(p) for p in ports):
+            break
+    d = tempfile.mkdtemp(prefix="paxosstore-acl-")
+    members = "".join(
+        f'[[members]]\nid = {i}\npeer = "127.0.0.1:{base + 10000 + i}"\n' for i in range(3))
+    procs, logs = [], []
+    for i in range(3):
+        cfg = os.path.join(d, f"node{i}.toml")
+        with open(cfg, "w") as f:
+            f.write(f'id = {i}\nclient_addr = "127.0.0.1:{base + i}"\n'
+                    f'peer_addr = "127.0.0.1:{base + 10000 + i}"\n'
+                    f'admin_addr = "127.0.0.1:{base + 20000 + i}"\n'
+                    f'data_dir = "{d}/node{i}"\n' + ACL_USERS + members)
+        log = open(os.path.join(d, f"node{i}.log"), "w")
+        logs.append(log)
+        procs.append(subprocess.Popen([BIN, "server", "--config", cfg, "--log-level", "debug"],
+                                      stdout=subprocess.DEVNULL, stderr=log,
+                                      stdin=subprocess.DEVNULL))
+    try:
+        for i in range(3):
+            wait_until(30, f"acl node {i} to see its peers",
+                       lambda i=i: http_get(f"127.0.0.1:{base + 20000 + i}", "/status.json")[1]
+                       .count('"state":"up(') == 2)
+        yield base, d
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_acl_login_and_permissions(acl_cluster, k):
+    base, _ = acl_cluster
+    c = Raw(base)
+    try:
+        assert c.cmd("GET", k("x")) == ("-", "NOAUTH Authentication required.")
+        assert c.cmd("AUTH", "alice", "wrong") == (
+            "-", "WRONGPASS invalid username-password pair or user is disabled.")
+        assert c.cmd("AUTH", "nobody", "alicepw")[1].startswith("WRONGPASS")
+        assert c.cmd("PING")[1].startswith("NOAUTH")
+        assert c.cmd("AUTH", "alice", "alicepw") == ("+", "OK")
+        assert c.cmd("ACL", "WHOAMI") == ("$", b"alice")
+        assert c.cmd("SET", k("x"), "1") == ("+", "OK")
+        assert c.cmd("INCR", k("x")) == (":", 2)
+        assert c.cmd("FLUSHALL") == (
+            "-", "NOPERM User alice has no permissions to run the 'flushall' command")
+        assert c.cmd("FLUSHDB")[1].startswith("NOPERM User alice")
+        assert c.cmd("ACL", "LIST")[1].startswith("NOPERM")
+        # A refused command inside MULTI aborts the EXEC, as in Redis.
+        assert c.cmd("MULTI") == ("+", "OK")
+        assert c.cmd("SET", k("x"), "9") == ("+", "QUEUED")
+        assert c.cmd("FLUSHDB")[0] == "-"
+        assert c.cmd("EXEC")[1].startswith("EXECABORT")
+        # A failed AUTH keeps the current user.
+        assert c.cmd("AUTH", "ops", "nope")[0] == "-"
+        assert c.cmd("ACL", "WHOAMI") == ("$", b"alice")
+        # RESET logs out.
+        assert c.cmd("RESET") == ("+", "RESET")
+        assert c.cmd("GET", k("x"))[1].startswith("NOAUTH")
+        # A read-only user.
+        assert c.cmd("AUTH", "reader", "readerpw") == ("+", "OK")
+        assert c.cmd("GET", k("x")) == ("$", b"2")
+        assert c.cmd("SET", k("x"), "3") == (
+            "-", "NOPERM User reader has no permissions to run the 'set' command")
+        # requirepass is the default user's password; default may do everything.
+        assert c.cmd("AUTH", "defaultpw") == ("+", "OK")
+        assert c.cmd("ACL", "WHOAMI") == ("$", b"default")
+    finally:
+        c.close()
+
+
+def test_acl_hello_auth_admin_and_no_password_leaks(acl_cluster, k):
+    base, d = acl_cluster
+    ops = redis.Redis(host="127.0.0.1", port=base + 1, protocol=3, username="ops",
+                      password="opspw", decode_responses=True, socket_timeout=10)
+    try:
+        assert ops.acl_whoami() == "ops"  # redis-py logs in with HELLO 3 AUTH
+        assert ops.set(k("o"), "v") is True
+        lines = ops.execute_command("ACL", "LIST")
+        assert any(l.startswith("user alice on #" + _sha256("alicepw")) for l in lines), lines
+        assert any(l.startswith("user reader on #" + _sha256("readerpw")) for l in lines), lines
+        text = "\n".join(lines)
+        assert "readerpw" not in text and "defaultpw" not in text
+        assert ops.flushall() is True
+        assert ops.get(k("o")) is None
+        # CLIENT LIST shows the user.
+        assert "user=ops" in ops.execute_command("CLIENT", "INFO")
+    finally:
+        ops.close()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=base, username="alice", password="bad",
+                    protocol=3, socket_timeout=10).ping()
+    # Passwords appear in no reply, metric, status page or log.
+    c = Raw(base + 2)
+    try:
+        assert c.cmd("AUTH", "ops", "opspw") == ("+", "OK")
+        info = c.cmd("INFO", "everything")[1].decode()
+    finally:
+        c.close()
+    pages = [info]
+    for path in ("/metrics", "/status.json", "/"):
+        pages.append(http_get(f"127.0.0.1:{base + 20002}", path)[1])
+    for i in range(3):
+        with open(os.path.join(d, f"node{i}.log")) as f:
+            pages.append(f.read())
+    for secret in ("alicepw", "readerpw", "opspw", "defaultpw"):
+        for p in pages:
+            assert secret not in p

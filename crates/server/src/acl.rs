@@ -145,8 +145,9 @@ const CATEGORIES: &[&str] = &[
     "dangerous",
 ];
 
-/// Commands every user may run, logged in or not (Redis's `no-auth` commands).
-const ALWAYS: &[&str] = &["auth", "hello", "quit", "reset"];
+/// Commands every logged-in user may run whatever the rules: Redis's `no-auth`
+/// commands, and `ACL WHOAMI` (it shows only the caller's own name).
+const ALWAYS: &[&str] = &["auth", "hello", "quit", "reset", "acl|whoami"];
 
 /// Parse a rule string into the set of allowed command names (entries of `TABLE`).
 pub fn parse_rules(rules: &str) -> Result<BTreeSet<&'static str>, String> {
@@ -517,6 +518,7 @@ mod tests {
         assert_eq!(acl.authenticate(None, b"secret"), AuthOutcome::WrongPass);
         let u = acl.user(alice).unwrap();
         assert!(u.may_run("get") && u.may_run("set") && u.may_run("auth"));
+        assert!(u.may_run("acl|whoami") && !u.may_run("ping"));
         assert!(!u.may_run("flushall") && !u.may_run("acl|list"));
         assert!(matches!(
             acl.authenticate(Some(b"ops"), b"opspass"),

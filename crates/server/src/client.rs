@@ -151,8 +151,10 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
     loop {
         if !skip_read {
             let read = tokio::select! {
-                r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => r,
+                biased;
+                // CLIENT KILL wins over pending input.
                 _ = registered.info.kill.notified() => return,
+                r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => r,
             };
             match read {
                 Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
