@@ -109,6 +109,10 @@ const KINDS: [&str; 10] = [
 
 pub struct Schedule {
     n: usize,
+    /// The nodes whose disks may be wiped: at most n − q distinct ones per run (the
+    /// design's assumption, as in the simulator: a key not written since a wipe is
+    /// stuck once n − q + 1 distinct nodes have forgotten their votes on it).
+    wipe_pool: Vec<usize>,
     order: Vec<&'static str>,
     rng: StdRng,
     disk_full_ok: bool,
@@ -127,8 +131,12 @@ impl Schedule {
             order = KINDS.to_vec();
         }
         order.shuffle(&mut rng);
+        let mut nodes: Vec<usize> = (0..n).collect();
+        nodes.shuffle(&mut rng);
+        let wipe_pool = nodes[..(n - 1) / 2].to_vec();
         Schedule {
             n,
+            wipe_pool,
             order,
             rng,
             disk_full_ok,
@@ -168,7 +176,20 @@ impl Schedule {
             }
             "disk-full" if self.disk_full_ok => Fault::DiskFull { node },
             "disk-full" => Fault::Kill { node },
-            _ => Fault::WipeRejoin { node },
+            _ => {
+                let pool: Vec<usize> = self
+                    .wipe_pool
+                    .iter()
+                    .copied()
+                    .filter(|i| !avoid.contains(i))
+                    .collect();
+                match pool.len() {
+                    0 => Fault::Kill { node },
+                    k => Fault::WipeRejoin {
+                        node: pool[self.rng.gen_range(0..k)],
+                    },
+                }
+            }
         }
     }
 
