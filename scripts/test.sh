@@ -39,6 +39,19 @@ if [ -x tests/python/run.sh ]; then
   PAXOSSTORE_BIN="$(cd "$TARGET" && pwd)/release/paxosstore" tests/python/run.sh
 fi
 
+if [ -x tests/redis-tcl/run.sh ]; then
+  step "Redis 7.0's own Tcl tests (strings, counters, MULTI, keyspace, protocol) against a cluster node"
+  set +e
+  PAXOSSTORE_BIN="$(cd "$TARGET" && pwd)/release/paxosstore" tests/redis-tcl/run.sh
+  rc=$?
+  set -e
+  if [ "$rc" -eq 3 ]; then
+    echo "SKIPPED: Redis Tcl suite (could not install tcl or fetch the Redis 7.0 sources with apt)"
+  elif [ "$rc" -ne 0 ]; then
+    exit "$rc"
+  fi
+fi
+
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   if [ -x tests/docker/run.sh ]; then
     step "container tier"
