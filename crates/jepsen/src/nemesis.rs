@@ -218,3 +218,73 @@ impl Schedule {
         faults
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(f: &Fault) -> &'static str {
+        match f {
+            Fault::Kill { .. } => "kill",
+            Fault::Pause { .. } => "pause",
+            Fault::Isolate { .. } => "isolate",
+            Fault::Halves { .. } => "halves",
+            Fault::DeafNode { .. } => "deaf",
+            Fault::MuteNode { .. } => "mute",
+            Fault::Bridge { .. } => "bridge",
+            Fault::ClockJump { .. } => "clock",
+            Fault::DiskFull { .. } => "disk-full",
+            Fault::WipeRejoin { .. } => "wipe",
+        }
+    }
+
+    #[test]
+    fn a_seed_fixes_the_schedule_and_ten_rounds_cover_every_kind() {
+        for n in [3, 5] {
+            let mut a = Schedule::new(7, n, true, None);
+            let mut b = Schedule::new(7, n, true, None);
+            let ra: Vec<Vec<Fault>> = (0..10).map(|r| a.round(r)).collect();
+            let rb: Vec<Vec<Fault>> = (0..10).map(|r| b.round(r)).collect();
+            assert_eq!(ra, rb);
+            let kinds: BTreeSet<&str> = ra.iter().map(|f| kind(&f[0])).collect();
+            assert_eq!(kinds.len(), KINDS.len(), "{kinds:?}");
+            for faults in &ra {
+                assert_eq!(faults.len(), if n == 5 { 2 } else { 1 });
+                let nodes: Vec<usize> = faults.iter().filter_map(Fault::node).collect();
+                let distinct: BTreeSet<usize> = nodes.iter().copied().collect();
+                assert_eq!(
+                    nodes.len(),
+                    distinct.len(),
+                    "two faults on one node: {faults:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn wipes_hit_at_most_n_minus_q_distinct_nodes() {
+        for n in [3, 5] {
+            for seed in 0..20 {
+                let mut s = Schedule::new(seed, n, true, Some(vec!["wipe".into()]));
+                let wiped: BTreeSet<usize> = (0..30)
+                    .flat_map(|r| s.round(r))
+                    .filter_map(|f| match f {
+                        Fault::WipeRejoin { node } => Some(node),
+                        _ => None,
+                    })
+                    .collect();
+                assert!(!wiped.is_empty() && wiped.len() <= (n - 1) / 2, "{wiped:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_way_partitions_block_one_direction() {
+        let deaf = Fault::DeafNode { node: 1 }.blocked(3);
+        assert_eq!(deaf, BTreeSet::from([(0, 1), (2, 1)]));
+        let mute = Fault::MuteNode { node: 1 }.blocked(3);
+        assert_eq!(mute, BTreeSet::from([(1, 0), (1, 2)]));
+        let bridge = Fault::Bridge { a: 0, b: 2 }.blocked(3);
+        assert_eq!(bridge, BTreeSet::from([(0, 2), (2, 0)]));
+    }
+}
