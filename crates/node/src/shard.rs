@@ -27,7 +27,8 @@ use crate::exec::{self, Access};
 use crate::kv::KvState;
 
 /// Reply while this node may not vote on an entity's next entry (wiped-disk rule).
-const REJOINING: &str =
+/// Given before anything is proposed, so the write may be proposed elsewhere.
+pub const REJOINING: &str =
     "TRYAGAIN this replica is recovering this key after a disk wipe; retry on another node";
 
 /// Opaque id the runtime uses to route a reply back to its connection.

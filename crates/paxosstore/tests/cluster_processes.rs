@@ -488,6 +488,23 @@ fn writes_go_to_the_entity_home_and_fall_back_when_it_is_down() {
     }
     let forwarded = metric(&cl, 0, "paxosstore_forwarded_total") - before;
     assert_eq!(forwarded, remote, "every write whose home is another node is forwarded");
+    // A pipeline keeps Redis's order: each GET sees the SET just before it, even for
+    // entities whose home is another node.
+    let mut out = Vec::new();
+    let remote_keys: Vec<&String> = keys.iter().filter(|k| home_of(k) != 0).collect();
+    for k in &remote_keys {
+        for args in [vec!["SET", k.as_str(), "p"], vec!["GET", k.as_str()]] {
+            out.extend(format!("*{}\r\n", args.len()).into_bytes());
+            for a in args {
+                out.extend(format!("${}\r\n{a}\r\n", a.len()).into_bytes());
+            }
+        }
+    }
+    c.w.write_all(&out).unwrap();
+    for k in &remote_keys {
+        assert!(read_reply(&mut c.r).unwrap().is_ok(), "pipelined SET {k}");
+        assert_eq!(read_reply(&mut c.r).unwrap(), Reply::bulk("p"), "pipelined GET {k}");
+    }
     // Node 1 down: writes for its entities are proposed by node 0 (slow path).
     cl.kill9(1);
     let homeless: Vec<&String> = keys.iter().filter(|k| home_of(k) == 1).collect();

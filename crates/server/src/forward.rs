@@ -342,8 +342,16 @@ pub fn try_forward(
     // The home answers TIMEOUT itself after op_timeout; the margin covers the link.
     let timeout = Duration::from_millis(shared.cfg.op_timeout_ms + 1_000);
     let shared = shared.clone();
+    let entity = entity.clone();
+    let argv = argv.to_vec();
     Some(async move {
         match tokio::time::timeout(timeout, rx).await {
+            // The home refused without proposing (it is recovering this entity after
+            // a disk wipe): propose here instead.
+            Ok(Ok(Reply::Error(e))) if e == node::shard::REJOINING => {
+                metrics::counter!("paxosstore_forward_fallbacks_total").increment(1);
+                crate::client::propose_here(shared, entity, &argv, request_id).await
+            }
             Ok(Ok(r)) => r,
             _ => {
                 shared.forwarder.cancel(id);
@@ -389,9 +397,12 @@ pub fn on_forward(shared: &Arc<Shared>, from: NodeId, payload: Bytes) {
         request_id: f.request_id,
         watch: Vec::new(),
     };
+    // Queued on the shard here, in frame order (one entity's frames share a link), so
+    // the home runs one origin's writes to an entity in the order they were sent.
+    let reply = crate::client::submit_forwarded(shared, f.entity.clone(), req);
     let shared = shared.clone();
     tokio::spawn(async move {
-        let r = crate::client::run_forwarded(shared.clone(), f.entity.clone(), req).await;
+        let r = reply.await;
         reply_to(&shared, f.id, &f.entity, &r);
     });
 }
