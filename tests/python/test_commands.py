@@ -530,6 +530,23 @@ def test_crossslot(r, k):
     assert r[1].mget(k("a"), k("b")) == [None, None]  # nothing was written
 
 
+def test_rename_renamenx(r, k):
+    a, b, c = k("a", tag="t"), k("b", tag="t"), k("c", tag="t")
+    with pytest.raises(redis.ResponseError, match="^no such key$"):
+        r[0].rename(a, b)
+    r[0].set(a, "1", ex=100)
+    assert r[1].rename(a, b) is True
+    assert r[2].get(a) is None and r[2].get(b) == "1"
+    assert 98 <= r[0].ttl(b) <= 100
+    r[1].set(c, "2")
+    assert r[2].renamenx(b, c) is False
+    assert r[0].renamenx(c, a) is True
+    assert r[1].get(a) == "2"
+    # Keys of two entities: refused like in Redis Cluster.
+    with pytest.raises(redis.ResponseError, match="don't hash to the same slot"):
+        r[0].rename(a, k("elsewhere"))
+
+
 def test_del_exists_type(r, k):
     assert r[0].exists(k("a")) == 0
     assert r[1].type(k("a")) == "none"

@@ -87,6 +87,7 @@ pub fn access(cmd: &Command) -> Access {
         | C::SetRange { .. }
         | C::Expire { .. }
         | C::Persist(_)
+        | C::Rename { .. }
         | C::VSet { .. }
         | C::FlushAll(_)
         | C::FlushDb(_)
@@ -330,6 +331,27 @@ impl Exec<'_> {
             } => self.expire(*kind, key, *when_ms, flags),
             C::Ttl(key) => self.ttl(key, false),
             C::PTtl(key) => self.ttl(key, true),
+            C::Rename { from, to, nx } => match self.live(from).cloned() {
+                None => Reply::error("ERR no such key"),
+                // Redis: RENAME of a key onto itself is OK, RENAMENX replies 0.
+                Some(_) if from == to => {
+                    if *nx {
+                        Reply::Integer(0)
+                    } else {
+                        Reply::ok()
+                    }
+                }
+                Some(_) if *nx && self.live(to).is_some() => Reply::Integer(0),
+                Some(e) => {
+                    self.delete(from);
+                    self.put(to, e.value, e.expire_at_ms);
+                    if *nx {
+                        Reply::Integer(1)
+                    } else {
+                        Reply::ok()
+                    }
+                }
+            },
             C::Persist(key) => match self.live(key) {
                 Some(e) if e.expire_at_ms.is_some() => {
                     self.set_expire(key, None);

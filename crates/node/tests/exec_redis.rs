@@ -974,3 +974,44 @@ fn access_classification() {
         );
     }
 }
+
+#[test]
+fn rename_renamenx() {
+    run(&[
+        (T0, "RENAME a b", "(error) ERR no such key"),
+        (T0, "RENAMENX a b", "(error) ERR no such key"),
+        (T0, "SET a 1", "OK"),
+        (T0, "RENAME a b", "OK"),
+        (T0, "GET a", "(nil)"),
+        (T0, "GET b", "\"1\""),
+        // Onto itself: OK / 0, nothing changes.
+        (T0, "RENAME b b", "OK"),
+        (T0, "RENAMENX b b", "(integer) 0"),
+        (T0, "GET b", "\"1\""),
+        // The source's TTL moves with it; the target's is not inherited.
+        (T0, "SET c 2 PX 5000", "OK"),
+        (T0, "SET d 3 PX 9000", "OK"),
+        (T0, "RENAME c d", "OK"),
+        (T0, "PTTL d", "(integer) 5000"),
+        (T0, "RENAME d b", "OK"),
+        (T0, "TTL b", "(integer) 5"),
+        (T0, "SET e 4", "OK"),
+        (T0, "RENAME e b", "OK"),
+        (T0, "TTL b", "(integer) -1"),
+        // RENAMENX refuses an existing target.
+        (T0, "SET f 5", "OK"),
+        (T0, "RENAMENX f b", "(integer) 0"),
+        (T0, "GET b", "\"4\""),
+        (T0, "RENAMENX f g", "(integer) 1"),
+        (T0, "GET g", "\"5\""),
+        (T0, "EXISTS f", "(integer) 0"),
+        // An expired source is missing.
+        (T0, "SET h 6 PX 10", "OK"),
+        (T0 + 20, "RENAME h i", "(error) ERR no such key"),
+        (
+            T0,
+            "RENAME a",
+            "(error) ERR wrong number of arguments for 'rename' command",
+        ),
+    ]);
+}

@@ -114,6 +114,8 @@ const TABLE: &[(&str, &[&str])] = &[
     ("unlink", &["keyspace", "write", "fast"]),
     ("exists", &["keyspace", "read", "fast"]),
     ("type", &["keyspace", "read", "fast"]),
+    ("rename", &["keyspace", "write", "slow"]),
+    ("renamenx", &["keyspace", "write", "fast"]),
     ("expire", &["keyspace", "write", "fast"]),
     ("pexpire", &["keyspace", "write", "fast"]),
     ("expireat", &["keyspace", "write", "fast"]),

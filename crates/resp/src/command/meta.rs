@@ -50,6 +50,8 @@ impl Cmd {
             GetRange { .. } => "getrange",
             SetRange { .. } => "setrange",
             Type(_) => "type",
+            Rename { nx: false, .. } => "rename",
+            Rename { nx: true, .. } => "renamenx",
             Expire { kind, .. } => match kind {
                 ExpireKind::Expire => "expire",
                 ExpireKind::PExpire => "pexpire",
@@ -93,6 +95,7 @@ impl Cmd {
             | SetRange { key, .. }
             | Expire { key, .. }
             | VSet { key, .. } => vec![key],
+            Rename { from, to, .. } => vec![from, to],
             MGet(ks) | Del(ks) | Unlink(ks) | Exists(ks) | Watch(ks) => ks.iter().collect(),
             MSet(kvs) | MSetNx(kvs) => kvs.iter().map(|(k, _)| k).collect(),
             Ping(_)
@@ -143,6 +146,7 @@ impl Cmd {
             | SetRange { .. }
             | Expire { .. }
             | Persist(_)
+            | Rename { .. }
             | FlushAll(_)
             | FlushDb(_)
             | VSet { .. } => true,

@@ -303,6 +303,12 @@ pub enum Command {
         value: Bytes,
     },
     Type(Bytes),
+    /// `RENAME` (`nx == false`) / `RENAMENX`: both keys in one entity.
+    Rename {
+        from: Bytes,
+        to: Bytes,
+        nx: bool,
+    },
     Expire {
         kind: ExpireKind,
         key: Bytes,
