@@ -626,6 +626,10 @@ impl Backend for DockerCluster {
             }
         }
         for &(from, to) in blocked {
+            // A node killed in the same round has no namespace; it hears nothing.
+            if !self.running(to) {
+                continue;
+            }
             self.iptables(to, &["-A", "INPUT", "-s", &self.ips[from], "-j", "DROP"])?;
             self.has_rules.insert(to);
         }
