@@ -62,6 +62,10 @@ struct Conn {
     watched: Vec<(Bytes, u64)>,
     /// A watched key's version could not be learned: the next EXEC fails.
     watch_dirty: bool,
+    /// The command being dispatched is the only one the client has sent: nothing
+    /// before it awaits a reply and nothing after it is buffered. Only such a write is
+    /// forwarded to its entity's home, so forwarding never reorders a pipeline.
+    lone: bool,
     /// This connection's entry in the node's registry (CLIENT LIST, KILL).
     info: Arc<ConnInfo>,
     /// Commands queued since the last registry refresh.
@@ -135,6 +139,7 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
         multi_failed: false,
         watched: Vec::new(),
         watch_dirty: false,
+        lone: false,
         info,
         last_cmd: "NULL",
     };
@@ -168,6 +173,7 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
             match parse_request(&mut buf, &limits) {
                 Ok(Some(args)) => {
                     let started = Instant::now();
+                    conn.lone = pending.is_empty() && buf.is_empty();
                     let (p, name, q) = dispatch(&mut conn, &shared, &args);
                     let barrier = matches!(p, Pending::Watch(_));
                     pending.push_back((p, name, started));
@@ -328,7 +334,7 @@ fn dispatch(
             Ok(cmd) if !may_run(conn, shared, &cmd) => {
                 (Pending::Ready(noperm(conn, shared, &cmd)), "reqid", false)
             }
-            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id),
+            Ok(cmd) => route_entity_command(conn, shared, cmd, "reqid", id, &args[2..]),
             Err(e) => (Pending::Ready(Reply::error(e.to_string())), "reqid", false),
         };
     }
@@ -557,7 +563,7 @@ fn dispatch(
         Command::FlushAll(_) | Command::FlushDb(_) => {
             (Pending::Task(Box::pin(flush(shared.clone()))), name, false)
         }
-        cmd => route_entity_command(conn, shared, cmd, name, 0),
+        cmd => route_entity_command(conn, shared, cmd, name, 0, args),
     }
 }
 
@@ -567,6 +573,7 @@ fn route_entity_command(
     cmd: Command,
     name: &'static str,
     request_id: u64,
+    argv: &[Bytes],
 ) -> (Pending, &'static str, bool) {
     let keys: Vec<Bytes> = cmd.keys().into_iter().cloned().collect();
     if keys.is_empty() {
@@ -578,6 +585,11 @@ fn route_entity_command(
     }
     let stale_ok = conn.readonly;
     if let Some(entity) = one_entity(&keys.iter().collect::<Vec<_>>()) {
+        if cmd.is_write() && conn.lone {
+            if let Some(f) = crate::forward::try_forward(shared, &entity, argv, request_id) {
+                return (Pending::Task(Box::pin(f)), name, false);
+            }
+        }
         let req = Request {
             cmds: vec![cmd],
             multi: false,
@@ -642,6 +654,37 @@ fn one_entity(keys: &[&Bytes]) -> Option<Bytes> {
     keys.iter()
         .all(|k| entity_of(k) == first)
         .then(|| Bytes::copy_from_slice(first))
+}
+
+/// Queue a write a peer forwarded to this node (its home) on its shard now; the
+/// future gives the reply. Proposed here, never forwarded again.
+pub(crate) fn submit_forwarded(
+    shared: &Arc<Shared>,
+    entity: Bytes,
+    req: Request,
+) -> impl Future<Output = Reply> + Send + 'static {
+    resolve(submit(shared, entity, req))
+}
+
+/// Propose a single-command write on this node (the home refused it unproposed).
+pub(crate) async fn propose_here(
+    shared: Arc<Shared>,
+    entity: Bytes,
+    argv: &[Bytes],
+    request_id: u64,
+) -> Reply {
+    let cmd = match parse_command(argv) {
+        Ok(c) => c,
+        Err(e) => return Reply::error(e.to_string()),
+    };
+    let req = Request {
+        cmds: vec![cmd],
+        multi: false,
+        stale_ok: false,
+        request_id,
+        watch: Vec::new(),
+    };
+    resolve(submit(&shared, entity, req)).await
 }
 
 fn submit(shared: &Arc<Shared>, entity: Bytes, req: Request) -> Pending {

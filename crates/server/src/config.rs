@@ -78,6 +78,9 @@ pub struct NodeConfig {
     pub catchup_max_per_sec: u64,
     /// Use the pre-authorised fast path.
     pub pre_auth: bool,
+    /// Forward single-command writes to the entity's home node (which holds the
+    /// fast path) while it is connected; off: every node proposes its own writes.
+    pub forward_writes: bool,
     /// Memory budget for cached entities, MiB (LRU eviction above it).
     pub cache_mb: usize,
     /// Requests queued per entity before BUSY.
@@ -135,6 +138,7 @@ impl Default for NodeConfig {
             catchup_window: 8,
             catchup_max_per_sec: 20_000,
             pre_auth: true,
+            forward_writes: true,
             cache_mb: 256,
             max_queue_per_entity: 1_024,
             max_clients: 10_000,

@@ -6,6 +6,7 @@ pub mod acl;
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod forward;
 pub mod info;
 pub mod runtime;
 pub mod shard_worker;

@@ -46,6 +46,8 @@ pub struct Shared {
     /// Users and their permissions (built from `users` and `requirepass`).
     pub acl: crate::acl::Acl,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    /// Writes forwarded to their entity's home, awaiting the reply.
+    pub forwarder: crate::forward::Forwarder,
 }
 
 impl Shared {
@@ -59,6 +61,14 @@ impl Shared {
             .count();
         // Self plus connected peers must reach floor(n/2) + 1.
         up + 1 > self.cfg.members.len() / 2
+    }
+
+    /// Whether at least one connection to `peer` is up.
+    pub fn peer_connected(&self, peer: u8) -> bool {
+        self.transport
+            .peer_states()
+            .iter()
+            .any(|(id, s)| *id == peer && matches!(s, net::PeerState::Connected { .. }))
     }
 
     /// Each member's link state as text (self is "self").
@@ -203,6 +213,7 @@ pub async fn run(
         registry: crate::info::Registry::default(),
         acl,
         metrics,
+        forwarder: crate::forward::Forwarder::new(cfg.max_clients.max(1024)),
     });
 
     // Peer messages → their entity's shard. A full shard inbox drops the message:
@@ -210,8 +221,17 @@ pub async fn run(
     let peer_shared = shared.clone();
     let peer_task = tokio::spawn(async move {
         while let Some(frame) = inbound.recv().await {
-            if frame.msg_type != MSG_PAXOS {
-                continue;
+            match frame.msg_type {
+                MSG_PAXOS => {}
+                crate::forward::MSG_FORWARD => {
+                    crate::forward::on_forward(&peer_shared, frame.from, frame.payload);
+                    continue;
+                }
+                crate::forward::MSG_FORWARD_REPLY => {
+                    crate::forward::on_forward_reply(&peer_shared, frame.from, frame.payload);
+                    continue;
+                }
+                _ => continue,
             }
             match node::codec::decode_message(&frame.payload) {
                 Ok((entity, msg)) if msg.from == frame.from => {
