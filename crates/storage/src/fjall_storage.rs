@@ -14,7 +14,7 @@
 //! a mutex (each batch is read-modify-write of rows) and committed as one fjall batch whose
 //! journal write is fdatasync'd before `write_batch` returns.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -48,6 +48,9 @@ pub struct FjallOptions {
     pub max_write_buffer_bytes: u64,
     /// Flush and compaction threads each (the machines have few cores).
     pub background_workers: usize,
+    /// Memory for rows kept after writing them, so that the next update of the same
+    /// entity skips reading its row back (0 = off).
+    pub row_cache_bytes: usize,
 }
 
 impl Default for FjallOptions {
@@ -57,6 +60,7 @@ impl Default for FjallOptions {
             max_journal_bytes: 256 << 20,
             max_write_buffer_bytes: 64 << 20,
             background_workers: 1,
+            row_cache_bytes: 32 << 20,
         }
     }
 }
@@ -68,8 +72,74 @@ pub struct FjallStorage {
     entities: PartitionHandle,
     kv: PartitionHandle,
     node: PartitionHandle,
-    /// Serialises read-modify-write batches.
-    write_lock: Mutex<()>,
+    /// Serialises read-modify-write batches, and holds the rows they last wrote.
+    write_lock: Mutex<RowCache>,
+}
+
+/// Rows as the last committed batches left them, so that the next update of an entity
+/// skips the read and decode of its row (the group-commit writer's main cost when
+/// every entity is written again and again). Bounded: oldest insertions go first.
+/// Only touched under the write lock; an entity's entry is dropped when a batch
+/// writing it fails, so a hit always equals the row on disk.
+struct RowCache {
+    rows: HashMap<Bytes, (EntityRow, usize)>,
+    order: VecDeque<Bytes>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+/// Approximate memory of a cached row (its buffers plus bookkeeping).
+fn row_bytes(entity: &[u8], row: &EntityRow) -> usize {
+    let inline = match &row.kv {
+        KvPlace::Inline(Some(v)) => v.len(),
+        _ => 0,
+    };
+    let records: usize = row.records.values().map(|r| r.len() + 48).sum();
+    128 + entity.len() * 2 + row.meta.len() + inline + records
+}
+
+impl RowCache {
+    fn new(max_bytes: usize) -> Self {
+        Self {
+            rows: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn get(&self, entity: &[u8]) -> Option<&EntityRow> {
+        self.rows.get(entity).map(|(r, _)| r)
+    }
+
+    fn put(&mut self, entity: Bytes, row: EntityRow) {
+        let size = row_bytes(&entity, &row);
+        self.forget(&entity);
+        // A row too big for its share is read from disk when next needed.
+        if size > self.max_bytes / 16 {
+            return;
+        }
+        self.bytes += size;
+        self.order.push_back(entity.clone());
+        self.rows.insert(entity, (row, size));
+        while self.bytes > self.max_bytes {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            self.forget(&old);
+        }
+        // Keys forgotten out of order stay in `order` until they come up; bound that.
+        if self.order.len() > 2 * self.rows.len() + 1024 {
+            let rows = &self.rows;
+            self.order.retain(|k| rows.contains_key(k));
+        }
+    }
+
+    fn forget(&mut self, entity: &[u8]) {
+        if let Some((_, size)) = self.rows.remove(entity) {
+            self.bytes -= size;
+        }
+    }
 }
 
 impl std::fmt::Debug for FjallStorage {
@@ -196,7 +266,7 @@ impl FjallStorage {
             entities,
             kv,
             node,
-            write_lock: Mutex::new(()),
+            write_lock: Mutex::new(RowCache::new(opts.row_cache_bytes)),
         })
     }
 
@@ -213,8 +283,9 @@ impl FjallStorage {
         map_fjall(&self.dir, fjall::Error::Storage(e))
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        // The guarded data is `()`: a panic in another writer leaves nothing inconsistent.
+    fn lock(&self) -> MutexGuard<'_, RowCache> {
+        // A panic in another writer leaves the cache at worst missing entries (rows are
+        // only inserted after their batch committed).
         self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -234,7 +305,12 @@ impl FjallStorage {
     }
 
     /// Turns finished works into one fjall batch, commits it and fdatasyncs the journal.
-    fn commit(&self, works: BTreeMap<Bytes, Work>) -> Result<(), StorageError> {
+    fn commit(
+        &self,
+        cache: &mut RowCache,
+        works: BTreeMap<Bytes, Work>,
+    ) -> Result<(), StorageError> {
+        let mut written = Vec::with_capacity(works.len());
         let mut batch = self
             .keyspace
             .batch()
@@ -277,17 +353,35 @@ impl FjallStorage {
                 }
             }
             batch.insert(&self.entities, entity.to_vec(), encode_row(&w.row));
+            written.push((entity, w.row));
         }
-        batch.commit().map_err(|e| self.err(e))
+        match batch.commit() {
+            Ok(()) => {
+                for (entity, row) in written {
+                    cache.put(entity, row);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                for (entity, _) in &written {
+                    cache.forget(entity);
+                }
+                Err(self.err(e))
+            }
+        }
     }
 
     fn work_for<'a>(
         &self,
+        cache: &RowCache,
         works: &'a mut BTreeMap<Bytes, Work>,
         entity: &Bytes,
     ) -> Result<&'a mut Work, StorageError> {
         if !works.contains_key(entity) {
-            let row = self.read_row(entity)?.unwrap_or_default();
+            let row = match cache.get(entity) {
+                Some(row) => row.clone(),
+                None => self.read_row(entity)?.unwrap_or_default(),
+            };
             works.insert(entity.clone(), Work::from_row(entity, row));
         }
         works.get_mut(entity).ok_or(StorageError::Closed)
@@ -405,12 +499,12 @@ impl Storage for FjallStorage {
         if batch.is_empty() {
             return Ok(());
         }
-        let _g = self.lock();
+        let mut cache = self.lock();
         let mut works = BTreeMap::new();
         for u in batch {
-            self.work_for(&mut works, &u.entity)?.update(u);
+            self.work_for(&cache, &mut works, &u.entity)?.update(u);
         }
-        self.commit(works)
+        self.commit(&mut cache, works)
     }
 
     fn read_record(&self, entity: &[u8], entry: u64) -> Result<Option<Bytes>, StorageError> {
@@ -428,10 +522,10 @@ impl Storage for FjallStorage {
     }
 
     fn install_snapshot(&self, entity: &[u8], snap: &Snapshot) -> Result<(), StorageError> {
-        let _g = self.lock();
+        let mut cache = self.lock();
         let entity = Bytes::copy_from_slice(entity);
         let mut works = BTreeMap::new();
-        let w = self.work_for(&mut works, &entity)?;
+        let w = self.work_for(&cache, &mut works, &entity)?;
         w.apply(&Apply {
             applied_entry: snap.applied_entry,
             clear: true,
@@ -442,7 +536,7 @@ impl Storage for FjallStorage {
             Some(first_kept) => w.row.records.split_off(&first_kept),
             None => BTreeMap::new(),
         };
-        self.commit(works)
+        self.commit(&mut cache, works)
     }
 
     fn for_each_entity(&self, f: &mut dyn FnMut(&[u8]) -> bool) -> Result<(), StorageError> {
@@ -484,6 +578,37 @@ impl Storage for FjallStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_cache_stays_within_its_bytes_and_keeps_the_newest() {
+        let mut c = RowCache::new(64 << 10);
+        let row = |v: u8| EntityRow {
+            kv: KvPlace::Inline(Some(Bytes::from(vec![v; 100]))),
+            ..EntityRow::default()
+        };
+        for i in 0..10_000u32 {
+            c.put(Bytes::from(i.to_be_bytes().to_vec()), row(i as u8));
+            assert!(c.bytes <= 64 << 10);
+            assert!(c.order.len() <= 2 * c.rows.len() + 1024);
+        }
+        assert!(c.get(&9_999u32.to_be_bytes()).is_some(), "newest kept");
+        assert!(c.get(&0u32.to_be_bytes()).is_none(), "oldest evicted");
+        // Rewriting one entity replaces its row and its size.
+        c.put(Bytes::from_static(b"k"), row(1));
+        c.put(Bytes::from_static(b"k"), row(2));
+        assert_eq!(c.get(b"k"), Some(&row(2)));
+        let total: usize = c.rows.values().map(|(_, s)| s).sum();
+        assert_eq!(total, c.bytes);
+        // A row bigger than its share is not kept.
+        c.put(
+            Bytes::from_static(b"big"),
+            EntityRow {
+                kv: KvPlace::Inline(Some(Bytes::from(vec![0; 8 << 10]))),
+                ..EntityRow::default()
+            },
+        );
+        assert!(c.get(b"big").is_none());
+    }
 
     #[test]
     fn format_file_is_created_and_checked() {
