@@ -48,7 +48,7 @@ struct Args {
     #[arg(long)]
     keep: bool,
     /// Only these fault kinds (comma-separated): kill, pause, isolate, halves, deaf,
-    /// mute, bridge, clock, disk-full, wipe.
+    /// mute, bridge, clock, disk-full, wipe, flap.
     #[arg(long, value_delimiter = ',')]
     faults: Option<Vec<String>>,
     /// An extra line for every node's config file (repeatable), e.g.

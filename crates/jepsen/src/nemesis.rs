@@ -32,6 +32,9 @@ pub enum Fault {
     DiskFull { node: usize },
     /// Kill, delete the data directory, restart with `rejoin = true`.
     WipeRejoin { node: usize },
+    /// A new random partition (halves, one-way or bridge) every fault-secs / len:
+    /// each entry is a set of blocked `(from, to)` pairs.
+    Flap { steps: Vec<Vec<(usize, usize)>> },
 }
 
 impl Fault {
@@ -46,7 +49,7 @@ impl Fault {
             | Fault::ClockJump { node, .. }
             | Fault::DiskFull { node }
             | Fault::WipeRejoin { node } => Some(*node),
-            Fault::Halves { .. } | Fault::Bridge { .. } => None,
+            Fault::Halves { .. } | Fault::Bridge { .. } | Fault::Flap { .. } => None,
         }
     }
 
@@ -57,6 +60,7 @@ impl Fault {
                 | Fault::DeafNode { .. }
                 | Fault::MuteNode { .. }
                 | Fault::Bridge { .. }
+                | Fault::Flap { .. }
         )
     }
 
@@ -86,6 +90,7 @@ impl Fault {
                 b.insert((*a, *c));
                 b.insert((*c, *a));
             }
+            Fault::Flap { steps } => b.extend(steps.first().into_iter().flatten().copied()),
             _ => {}
         }
         b
@@ -94,7 +99,7 @@ impl Fault {
 
 /// The fault kinds, cycled through in a seeded order so that every kind occurs in
 /// any run of at least this many rounds.
-const KINDS: [&str; 10] = [
+const KINDS: [&str; 11] = [
     "kill",
     "pause",
     "isolate",
@@ -105,6 +110,7 @@ const KINDS: [&str; 10] = [
     "clock",
     "disk-full",
     "wipe",
+    "flap",
 ];
 
 pub struct Schedule {
@@ -174,6 +180,16 @@ impl Schedule {
                 let offset_ms = if self.rng.gen_bool(0.5) { mag } else { -mag };
                 Fault::ClockJump { node, offset_ms }
             }
+            "flap" => {
+                let kinds = ["halves", "deaf", "mute", "bridge"];
+                let steps = (0..6)
+                    .map(|_| {
+                        let k = kinds[self.rng.gen_range(0..kinds.len())];
+                        self.make(k, &[]).blocked(n).into_iter().collect()
+                    })
+                    .collect();
+                Fault::Flap { steps }
+            }
             "disk-full" if self.disk_full_ok => Fault::DiskFull { node },
             "disk-full" => Fault::Kill { node },
             _ => {
@@ -235,16 +251,17 @@ mod tests {
             Fault::ClockJump { .. } => "clock",
             Fault::DiskFull { .. } => "disk-full",
             Fault::WipeRejoin { .. } => "wipe",
+            Fault::Flap { .. } => "flap",
         }
     }
 
     #[test]
-    fn a_seed_fixes_the_schedule_and_ten_rounds_cover_every_kind() {
+    fn a_seed_fixes_the_schedule_and_every_kind_occurs() {
         for n in [3, 5] {
             let mut a = Schedule::new(7, n, true, None);
             let mut b = Schedule::new(7, n, true, None);
-            let ra: Vec<Vec<Fault>> = (0..10).map(|r| a.round(r)).collect();
-            let rb: Vec<Vec<Fault>> = (0..10).map(|r| b.round(r)).collect();
+            let ra: Vec<Vec<Fault>> = (0..KINDS.len()).map(|r| a.round(r)).collect();
+            let rb: Vec<Vec<Fault>> = (0..KINDS.len()).map(|r| b.round(r)).collect();
             assert_eq!(ra, rb);
             let kinds: BTreeSet<&str> = ra.iter().map(|f| kind(&f[0])).collect();
             assert_eq!(kinds.len(), KINDS.len(), "{kinds:?}");

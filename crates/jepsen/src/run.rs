@@ -466,6 +466,14 @@ fn describe(f: &Fault) -> String {
     serde_json::to_string(f).unwrap_or_else(|_| format!("{f:?}"))
 }
 
+/// For the console: a flap's steps are in faults.jsonl.
+fn short(f: &Fault) -> String {
+    match f {
+        Fault::Flap { steps } => format!("{{\"fault\":\"flap\",\"steps\":{}}}", steps.len()),
+        _ => describe(f),
+    }
+}
+
 fn inject(b: &mut Box<dyn Backend>, faults: &[Fault]) -> Result<(), String> {
     let n = b.n();
     let mut blocked = BTreeSet::new();
@@ -642,7 +650,20 @@ async fn run_rounds(opts: &Opts, b: &mut Box<dyn Backend>, dir: &std::path::Path
             fault_text.join(",")
         );
         blocking(|| inject(b, &faults))?;
-        tokio::time::sleep(Duration::from_secs_f64(opts.fault_secs)).await;
+        let flaps: Vec<&Vec<(usize, usize)>> = faults
+            .iter()
+            .flat_map(|f| match f {
+                Fault::Flap { steps } => steps.iter().skip(1).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        let slice = opts.fault_secs / (flaps.len() + 1) as f64;
+        tokio::time::sleep(Duration::from_secs_f64(slice)).await;
+        for step in flaps {
+            let blocked: BTreeSet<(usize, usize)> = step.iter().copied().collect();
+            blocking(|| b.set_partition(&blocked))?;
+            tokio::time::sleep(Duration::from_secs_f64(slice)).await;
+        }
         let mut round_notes = Vec::new();
         blocking(|| heal(b, &faults, &mut round_notes))?;
         let _ = writeln!(
@@ -710,7 +731,7 @@ async fn run_rounds(opts: &Opts, b: &mut Box<dyn Backend>, dir: &std::path::Path
             opts.rounds,
             n,
             if opts.docker { "containers" } else { "processes" },
-            fault_text.join(" + "),
+            faults.iter().map(short).collect::<Vec<_>>().join(" + "),
             t_round.elapsed().as_secs_f64(),
             if round_notes.is_empty() {
                 String::new()
