@@ -10,7 +10,9 @@
 //!
 //! Forwarding is an optimisation, never a requirement for progress: when the home is
 //! not connected, its link is busy, or too many forwards are in flight, the node
-//! proposes itself (slow path, any node may). A forwarded write whose reply does not
+//! proposes itself (slow path, any node may). So it does when the home refuses a write
+//! without proposing it: the home is rejoining after a disk wipe, or its persists are
+//! failing (disk full). A forwarded write whose reply does not
 //! come back in time is answered `TIMEOUT` (outcome unknown), exactly like a local one.
 //! The home never forwards again, so a request crosses at most one link.
 
@@ -33,7 +35,12 @@ pub const MSG_FORWARD: u8 = 2;
 /// Peer frame: the reply to a forwarded write.
 pub const MSG_FORWARD_REPLY: u8 = 3;
 
+/// The home's answer when it cannot write to its disk: it proposed nothing, so the
+/// origin proposes the write itself.
+pub const REFUSED_DISK: &str = "TRYAGAIN the entity's home cannot write to its disk";
+
 /// Deepest reply nesting accepted from a peer.
+
 const MAX_DEPTH: usize = 8;
 
 /// A write sent to the entity's home.
@@ -347,8 +354,8 @@ pub fn try_forward(
     Some(async move {
         match tokio::time::timeout(timeout, rx).await {
             // The home refused without proposing (it is recovering this entity after
-            // a disk wipe): propose here instead.
-            Ok(Ok(Reply::Error(e))) if e == node::shard::REJOINING => {
+            // a disk wipe, or cannot write to its disk): propose here instead.
+            Ok(Ok(Reply::Error(e))) if e == node::shard::REJOINING || e == REFUSED_DISK => {
                 metrics::counter!("paxosstore_forward_fallbacks_total").increment(1);
                 crate::client::propose_here(shared, entity, &argv, request_id).await
             }
@@ -389,6 +396,13 @@ pub fn on_forward(shared: &Arc<Shared>, from: NodeId, payload: Bytes) {
     if !cmd.is_write() || !same_entity {
         let r = Reply::error("ERR internal: bad forwarded write");
         return reply_to(shared, f.id, &f.entity, &r);
+    }
+    if shared.disk_failing.load(std::sync::atomic::Ordering::Relaxed) {
+        // Refused before proposing: the origin may propose it instead. (After a failed
+        // persist the outcome of that write is unknown, so refusing up front is what
+        // keeps the fallback safe.)
+        metrics::counter!("paxosstore_forward_refused_total").increment(1);
+        return reply_to(shared, f.id, &f.entity, &Reply::error(REFUSED_DISK));
     }
     let req = Request {
         cmds: vec![cmd],

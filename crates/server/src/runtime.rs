@@ -48,6 +48,8 @@ pub struct Shared {
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
     /// Writes forwarded to their entity's home, awaiting the reply.
     pub forwarder: crate::forward::Forwarder,
+    /// This node's persists are failing: forwarded writes are refused unproposed.
+    pub disk_failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Shared {
@@ -175,6 +177,7 @@ pub async fn run(
     shard_cfg.rejoin = rejoin;
     shard_cfg.catchup_max_per_sec = cfg.catchup_max_per_sec;
 
+    let disk_failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut shards = Vec::new();
     let mut threads = Vec::new();
     for i in 0..cfg.shards {
@@ -187,6 +190,7 @@ pub async fn run(
             storage: storage.clone(),
             group_commit: group_commit.clone(),
             transport: transport.clone(),
+            disk_failing: disk_failing.clone(),
         };
         let t = std::thread::Builder::new()
             .name(format!("shard-{i}"))
@@ -214,6 +218,7 @@ pub async fn run(
         acl,
         metrics,
         forwarder: crate::forward::Forwarder::new(cfg.max_clients.max(1024)),
+        disk_failing,
     });
 
     // Peer messages → their entity's shard. A full shard inbox drops the message:

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,9 @@ pub struct ShardWorker {
     pub storage: Arc<dyn Storage>,
     pub group_commit: Arc<GroupCommit>,
     pub transport: net::Transport,
+    /// Set while this node's persists fail (disk full, I/O errors); cleared by the
+    /// next one that succeeds. Forwarded writes are refused meanwhile.
+    pub disk_failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn wall_ms() -> i64 {
@@ -117,8 +121,14 @@ impl ShardWorker {
                         seq,
                         result,
                     } => match result {
-                        Ok(()) => self.shard.on_persisted(now, wall, entity, seq),
-                        Err(why) => self.shard.on_persist_failed(entity, &why),
+                        Ok(()) => {
+                            self.disk_failing.store(false, Ordering::Relaxed);
+                            self.shard.on_persisted(now, wall, entity, seq)
+                        }
+                        Err(why) => {
+                            self.disk_failing.store(true, Ordering::Relaxed);
+                            self.shard.on_persist_failed(entity, &why)
+                        }
                     },
                     ShardInput::Stats(tx) => {
                         let _ = tx.send(self.shard.stats());
