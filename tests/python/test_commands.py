@@ -530,6 +530,22 @@ def test_crossslot(r, k):
     assert r[1].mget(k("a"), k("b")) == [None, None]  # nothing was written
 
 
+def test_keys_lists_this_nodes_matching_keys(r, k):
+    names = [k(n) for n in ("kx_a", "kx_b", "ky_c")]
+    for n in names:
+        r[1].set(n, "v")
+    r[1].set(k("kx_gone"), "v", px=1)
+    prefix = k("")
+    # Node 1 proposed them: its storage holds them; each is confirmed by a read.
+    assert r[1].keys(prefix + "kx_*") == sorted(names[:2])
+    assert r[1].keys(prefix + "k[xy]_?") == sorted(names)
+    assert r[1].keys(prefix + "k[^x]_*") == [names[2]]
+    assert r[1].keys(prefix + "nomatch*") == []
+    assert set(names) <= set(r[1].keys("*"))
+    r[2].delete(names[0])
+    assert r[1].keys(prefix + "kx_*") == [names[1]]
+
+
 def test_rename_renamenx(r, k):
     a, b, c = k("a", tag="t"), k("b", tag="t"), k("c", tag="t")
     with pytest.raises(redis.ResponseError, match="^no such key$"):

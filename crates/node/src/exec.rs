@@ -104,6 +104,7 @@ pub fn access(cmd: &Command) -> Access {
         | C::Command(_)
         | C::Info(_)
         | C::DbSize
+        | C::Keys(_)
         | C::Multi
         | C::Discard
         | C::Watch(_)
@@ -389,6 +390,7 @@ impl Exec<'_> {
             | C::FlushAll(_)
             | C::FlushDb(_)
             | C::DbSize
+            | C::Keys(_)
             | C::Multi
             | C::Exec
             | C::Discard

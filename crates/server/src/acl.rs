@@ -90,6 +90,7 @@ const TABLE: &[(&str, &[&str])] = &[
     ("flushall", &["slow", "dangerous", "admin"]),
     ("flushdb", &["slow", "dangerous", "admin"]),
     ("dbsize", &["keyspace", "read", "fast"]),
+    ("keys", &["keyspace", "read", "slow", "dangerous"]),
     ("get", &["read", "string", "fast"]),
     ("set", &["write", "string", "slow"]),
     ("setnx", &["write", "string", "fast"]),

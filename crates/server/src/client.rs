@@ -560,6 +560,11 @@ fn dispatch(
             ready(Reply::ok())
         }
         Command::DbSize => (Pending::Task(Box::pin(dbsize(shared.clone()))), name, false),
+        Command::Keys(pattern) => (
+            Pending::Task(Box::pin(keys(shared.clone(), pattern))),
+            name,
+            false,
+        ),
         Command::FlushAll(_) | Command::FlushDb(_) => {
             (Pending::Task(Box::pin(flush(shared.clone()))), name, false)
         }
@@ -767,21 +772,104 @@ fn wall_ms() -> i64 {
     crate::wallclock::wall_ms()
 }
 
-/// DBSIZE: live keys in this node's stored states (a scan, O(entities)).
+/// DBSIZE: the live keys of the entities in this node's storage, each entity's count
+/// confirmed by one linearizable `EXISTS` read of the keys any of its stored records
+/// holds (a stored record may be stale, or accepted but not yet chosen). A scan,
+/// O(entities), plus one read per entity; entities this node never stored are missed.
 async fn dbsize(shared: Arc<Shared>) -> Reply {
+    const WINDOW: usize = 256;
     let now = wall_ms();
-    let stored = tokio::task::spawn_blocking(move || stored_entities(&shared, now)).await;
-    match stored {
-        Ok(Ok(stored)) => Reply::Integer(
-            stored
-                .iter()
-                .filter_map(|e| e.chosen.as_ref())
-                .map(|s| s.live_len(now) as i64)
-                .sum(),
-        ),
-        Ok(Err(e)) => Reply::error(format!("ERR storage: {e}")),
-        Err(_) => Reply::error("ERR internal: scan failed"),
+    let s = shared.clone();
+    let work: Vec<(Bytes, Vec<Bytes>)> =
+        match tokio::task::spawn_blocking(move || stored_entities(&s, now)).await {
+            Ok(Ok(stored)) => stored
+                .into_iter()
+                .filter(|e| !e.keys.is_empty())
+                .map(|e| (e.entity, e.keys.into_iter().collect()))
+                .collect(),
+            Ok(Err(e)) => return Reply::error(format!("ERR storage: {e}")),
+            Err(_) => return Reply::error("ERR internal: scan failed"),
+        };
+    let mut total = 0i64;
+    for chunk in work.chunks(WINDOW) {
+        let waits: Vec<_> = chunk
+            .iter()
+            .map(|(entity, keys)| {
+                let req = Request {
+                    cmds: vec![Command::Exists(keys.clone())],
+                    multi: false,
+                    stale_ok: false,
+                    request_id: 0,
+                    watch: Vec::new(),
+                };
+                submit(&shared, entity.clone(), req)
+            })
+            .collect();
+        for p in waits {
+            match Box::pin(resolve(p)).await {
+                Reply::Integer(n) => total += n,
+                err @ Reply::Error(_) => return err,
+                _ => {}
+            }
+        }
     }
+    Reply::Integer(total)
+}
+
+/// KEYS: the keys of this node's stored entities that match `pattern` (Redis's glob),
+/// each confirmed by a linearizable TYPE read — a stored record may be stale, or
+/// accepted but not chosen. Sorted. Keys of an entity this node never stored are
+/// missed; O(entities) scan plus one read per matching key.
+async fn keys(shared: Arc<Shared>, pattern: Bytes) -> Reply {
+    const WINDOW: usize = 256;
+    let now = wall_ms();
+    let s = shared.clone();
+    let scan = tokio::task::spawn_blocking(move || {
+        // A lone `*` lists every key (also the empty one, as in Redis).
+        let all = pattern.as_ref() == b"*";
+        stored_entities(&s, now).map(|stored| {
+            let mut out = Vec::new();
+            for e in stored {
+                for k in e.keys {
+                    if all || crate::glob::matches(&pattern, &k) {
+                        out.push((e.entity.clone(), k));
+                    }
+                }
+            }
+            out
+        })
+    })
+    .await;
+    let candidates = match scan {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Reply::error(format!("ERR storage: {e}")),
+        Err(_) => return Reply::error("ERR internal: scan failed"),
+    };
+    let mut found = Vec::new();
+    for chunk in candidates.chunks(WINDOW) {
+        let waits: Vec<_> = chunk
+            .iter()
+            .map(|(entity, key)| {
+                let req = Request {
+                    cmds: vec![Command::Type(key.clone())],
+                    multi: false,
+                    stale_ok: false,
+                    request_id: 0,
+                    watch: Vec::new(),
+                };
+                (key, submit(&shared, entity.clone(), req))
+            })
+            .collect();
+        for (key, p) in waits {
+            match Box::pin(resolve(p)).await {
+                Reply::Simple(t) if t.as_ref() as &[u8] != b"none" => found.push(key.clone()),
+                err @ Reply::Error(_) => return err,
+                _ => {}
+            }
+        }
+    }
+    found.sort();
+    Reply::Array(found.into_iter().map(Reply::Bulk).collect())
 }
 
 /// FLUSHALL/FLUSHDB: for every entity this node has stored, a replicated DEL of the
@@ -835,9 +923,12 @@ async fn flush(shared: Arc<Shared>) -> Reply {
                     _ => None,
                 };
                 let Some(e) = err else { continue };
-                let retry = ["TIMEOUT", "TRYAGAIN", "BUSY"]
-                    .iter()
-                    .any(|p| e.as_bytes().starts_with(p.as_bytes()));
+                // Unknown outcome, lost to other writers, or a full queue (`-BUSY`,
+                // or the storage queue's `... (BUSY)`): try again.
+                let retry = e.starts_with("TIMEOUT")
+                    || e.starts_with("TRYAGAIN")
+                    || e.starts_with("BUSY")
+                    || e.ends_with("(BUSY)");
                 if retry && attempt < ATTEMPTS {
                     again.push(item);
                 } else {
@@ -847,6 +938,8 @@ async fn flush(shared: Arc<Shared>) -> Reply {
             if again.is_empty() {
                 break;
             }
+            // Give full queues a moment to drain before the next attempt.
+            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
             todo = again;
         }
     }

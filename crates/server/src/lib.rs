@@ -7,6 +7,7 @@ pub mod admin;
 pub mod client;
 pub mod config;
 pub mod forward;
+pub mod glob;
 pub mod info;
 pub mod runtime;
 pub mod shard_worker;

@@ -26,6 +26,7 @@ impl Cmd {
             FlushAll(_) => "flushall",
             FlushDb(_) => "flushdb",
             DbSize => "dbsize",
+            Keys(_) => "keys",
             Get(_) => "get",
             Set { .. } => "set",
             SetNx { .. } => "setnx",
@@ -112,6 +113,7 @@ impl Cmd {
             | FlushAll(_)
             | FlushDb(_)
             | DbSize
+            | Keys(_)
             | Multi
             | Exec
             | Discard
@@ -160,6 +162,7 @@ impl Cmd {
             | PTtl(_)
             | VGet(_)
             | DbSize
+            | Keys(_)
             | Ping(_)
             | Echo(_)
             | Hello { .. }

@@ -232,6 +232,8 @@ pub enum Command {
     FlushAll(FlushMode),
     FlushDb(FlushMode),
     DbSize,
+    /// `KEYS pattern`: this node's keys matching a glob pattern.
+    Keys(Bytes),
     Get(Bytes),
     Set {
         key: Bytes,

@@ -22,6 +22,7 @@ const TABLE: &[(&str, i32)] = &[
     ("flushall", -1),
     ("flushdb", -1),
     ("dbsize", 1),
+    ("keys", 2),
     ("get", 2),
     ("set", -3),
     ("setnx", 3),
@@ -193,6 +194,7 @@ pub fn parse_command(args: &[Bytes]) -> Result<Command, CommandError> {
         "flushall" => Command::FlushAll(parse_flush(a)?),
         "flushdb" => Command::FlushDb(parse_flush(a)?),
         "dbsize" => Command::DbSize,
+        "keys" => Command::Keys(key()),
         "get" => Command::Get(key()),
         "set" => {
             let (options, _) = parse_ext(&a[3..], Ext::Set)?;
