@@ -82,8 +82,12 @@ pub struct FjallStorage {
 /// Only touched under the write lock; an entity's entry is dropped when a batch
 /// writing it fails, so a hit always equals the row on disk.
 struct RowCache {
-    rows: HashMap<Bytes, (EntityRow, usize)>,
-    order: VecDeque<Bytes>,
+    /// Row, its size, and the generation of its latest insertion.
+    rows: HashMap<Bytes, (EntityRow, usize, u64)>,
+    /// Insertion order; an item whose generation is not the row's current one is
+    /// stale (the entity was written again, or forgotten) and is skipped.
+    order: VecDeque<(Bytes, u64)>,
+    next_gen: u64,
     bytes: usize,
     max_bytes: usize,
 }
@@ -103,13 +107,14 @@ impl RowCache {
         Self {
             rows: HashMap::new(),
             order: VecDeque::new(),
+            next_gen: 0,
             bytes: 0,
             max_bytes,
         }
     }
 
     fn get(&self, entity: &[u8]) -> Option<&EntityRow> {
-        self.rows.get(entity).map(|(r, _)| r)
+        self.rows.get(entity).map(|(r, _, _)| r)
     }
 
     fn put(&mut self, entity: Bytes, row: EntityRow) {
@@ -119,24 +124,32 @@ impl RowCache {
         if size > self.max_bytes / 16 {
             return;
         }
+        self.next_gen += 1;
+        let gen = self.next_gen;
         self.bytes += size;
-        self.order.push_back(entity.clone());
-        self.rows.insert(entity, (row, size));
+        self.order.push_back((entity.clone(), gen));
+        self.rows.insert(entity, (row, size, gen));
         while self.bytes > self.max_bytes {
-            let Some(old) = self.order.pop_front() else {
+            let Some((old, g)) = self.order.pop_front() else {
                 break;
             };
-            self.forget(&old);
+            if self.rows.get(&old).is_some_and(|(_, _, cur)| *cur == g) {
+                self.forget(&old);
+            }
         }
-        // Keys forgotten out of order stay in `order` until they come up; bound that.
+        // Stale items (rewritten or forgotten entities) stay in `order` until they come
+        // up; drop them once they outnumber the live ones. After this pass `order`
+        // holds exactly one item per row, so the pass runs at most once per
+        // `rows.len() + 1024` insertions: amortised O(1).
         if self.order.len() > 2 * self.rows.len() + 1024 {
             let rows = &self.rows;
-            self.order.retain(|k| rows.contains_key(k));
+            self.order
+                .retain(|(k, g)| rows.get(k).is_some_and(|(_, _, cur)| cur == g));
         }
     }
 
     fn forget(&mut self, entity: &[u8]) {
-        if let Some((_, size)) = self.rows.remove(entity) {
+        if let Some((_, size, _)) = self.rows.remove(entity) {
             self.bytes -= size;
         }
     }
@@ -597,8 +610,18 @@ mod tests {
         c.put(Bytes::from_static(b"k"), row(1));
         c.put(Bytes::from_static(b"k"), row(2));
         assert_eq!(c.get(b"k"), Some(&row(2)));
-        let total: usize = c.rows.values().map(|(_, s)| s).sum();
+        let total: usize = c.rows.values().map(|(_, s, _)| s).sum();
         assert_eq!(total, c.bytes);
+        // Rewriting the same entities over and over keeps `order` bounded by the live
+        // rows (stale items are dropped), and eviction skips stale items.
+        for i in 0..50_000u32 {
+            c.put(Bytes::from((i % 7).to_be_bytes().to_vec()), row(i as u8));
+            assert!(
+                c.order.len() <= 2 * c.rows.len() + 1024,
+                "order grew at {i}"
+            );
+        }
+        assert!(c.get(&6u32.to_be_bytes()).is_some());
         // A row bigger than its share is not kept.
         c.put(
             Bytes::from_static(b"big"),
