@@ -487,7 +487,10 @@ fn writes_go_to_the_entity_home_and_fall_back_when_it_is_down() {
         assert!(c.cmds(&["SET", k, "a"]).unwrap().is_ok(), "SET {k}");
     }
     let forwarded = metric(&cl, 0, "paxosstore_forwarded_total") - before;
-    assert_eq!(forwarded, remote, "every write whose home is another node is forwarded");
+    assert_eq!(
+        forwarded, remote,
+        "every write whose home is another node is forwarded"
+    );
     // A pipeline keeps Redis's order: each GET sees the SET just before it, even for
     // entities whose home is another node.
     let mut out = Vec::new();
@@ -503,7 +506,11 @@ fn writes_go_to_the_entity_home_and_fall_back_when_it_is_down() {
     c.w.write_all(&out).unwrap();
     for k in &remote_keys {
         assert!(read_reply(&mut c.r).unwrap().is_ok(), "pipelined SET {k}");
-        assert_eq!(read_reply(&mut c.r).unwrap(), Reply::bulk("p"), "pipelined GET {k}");
+        assert_eq!(
+            read_reply(&mut c.r).unwrap(),
+            Reply::bulk("p"),
+            "pipelined GET {k}"
+        );
     }
     // Node 1 down: writes for its entities are proposed by node 0 (slow path).
     cl.kill9(1);

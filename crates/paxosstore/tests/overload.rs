@@ -155,13 +155,20 @@ fn overload_is_refused_with_busy_memory_stays_bounded_and_the_cluster_recovers()
     let busy = counts.busy.load(Ordering::Relaxed);
     let undecided = counts.undecided.load(Ordering::Relaxed);
     let io = counts.io_errors.load(Ordering::Relaxed);
-    let other = counts.other.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let other = counts
+        .other
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     eprintln!(
         "overload for {:.1} s: {ok} OK, {busy} BUSY, {undecided} TIMEOUT/TRYAGAIN, {io} I/O errors; \
          RSS KiB before {base:?}, peak {peak:?}",
         started.elapsed().as_secs_f64()
     );
-    assert!(other.is_empty(), "unexpected replies under overload: {other:?}");
+    assert!(
+        other.is_empty(),
+        "unexpected replies under overload: {other:?}"
+    );
     assert_eq!(io, 0, "connections must not be dropped under overload");
     assert!(busy > 0, "the excess must be refused with BUSY");
     assert!(ok > 0, "admitted writes must succeed");

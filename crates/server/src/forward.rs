@@ -40,7 +40,6 @@ pub const MSG_FORWARD_REPLY: u8 = 3;
 pub const REFUSED_DISK: &str = "TRYAGAIN the entity's home cannot write to its disk";
 
 /// Deepest reply nesting accepted from a peer.
-
 const MAX_DEPTH: usize = 8;
 
 /// A write sent to the entity's home.
@@ -397,7 +396,10 @@ pub fn on_forward(shared: &Arc<Shared>, from: NodeId, payload: Bytes) {
         let r = Reply::error("ERR internal: bad forwarded write");
         return reply_to(shared, f.id, &f.entity, &r);
     }
-    if shared.disk_failing.load(std::sync::atomic::Ordering::Relaxed) {
+    if shared
+        .disk_failing
+        .load(std::sync::atomic::Ordering::Relaxed)
+    {
         // Refused before proposing: the origin may propose it instead. (After a failed
         // persist the outcome of that write is unknown, so refusing up front is what
         // keeps the fallback safe.)
@@ -483,7 +485,10 @@ mod tests {
         for n in 0..f.len() {
             assert!(Forward::decode(f.slice(..n)).is_err(), "prefix {n}");
         }
-        let r = encode_reply(1, &Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"ab"))]));
+        let r = encode_reply(
+            1,
+            &Reply::Array(vec![Reply::Bulk(Bytes::from_static(b"ab"))]),
+        );
         for n in 0..r.len() {
             assert!(decode_reply(r.slice(..n)).is_err(), "prefix {n}");
         }

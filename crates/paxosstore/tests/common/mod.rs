@@ -462,4 +462,3 @@ pub fn set_retry(addr: &str, key: &str, value: &str, secs: u64) {
 pub fn get(c: &mut Resp, key: &str) -> Reply {
     c.cmds(&["GET", key]).expect("GET")
 }
-
