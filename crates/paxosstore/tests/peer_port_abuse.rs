@@ -26,30 +26,42 @@ impl Drop for Demo {
 }
 
 fn start_demo() -> Demo {
-    let dir = tempfile::tempdir().expect("tempdir").keep();
     // A port range unlikely to collide with other tests: client P..P+2, peer
-    // P+10000.., admin P+20000...
-    let port = 31_000 + (std::process::id() % 4_000) as u16 * 3 % 12_000;
-    let mut child = Command::new(BIN)
-        .args(["demo", "--port", &port.to_string(), "--data-dir"])
-        .arg(&dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start demo");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.contains("ready") => break,
-            Some(Ok(_)) => {}
-            _ => panic!("demo did not become ready"),
+    // P+10000.., admin P+20000... One of the nine ports may still be taken (an
+    // ephemeral port of another test's connection): the demo then exits before
+    // "ready", and we try the next ports.
+    let base = 31_000 + (std::process::id() % 4_000) as u16 * 3 % 12_000;
+    for attempt in 0..5u16 {
+        let port = base + attempt * 3;
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let mut child = Command::new(BIN)
+            .args(["demo", "--port", &port.to_string(), "--data-dir"])
+            .arg(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start demo");
+        let out = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(out).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("ready") => break true,
+                Some(Ok(_)) => {}
+                _ => break false,
+            }
+            assert!(Instant::now() < deadline, "demo not ready in time");
+        };
+        if !ready {
+            let _ = child.kill();
+            let _ = child.wait();
+            eprintln!("demo on port {port} exited before ready (port taken?); trying the next");
+            continue;
         }
-        assert!(Instant::now() < deadline, "demo not ready in time");
+        std::thread::spawn(move || for _ in lines {});
+        return Demo { child, port };
     }
-    std::thread::spawn(move || for _ in lines {});
-    Demo { child, port }
+    panic!("demo did not become ready on 5 port ranges");
 }
 
 fn resp(port: u16, args: &[&str]) -> String {
