@@ -158,6 +158,9 @@ struct Inner {
     stats: Stats,
     inbound: mpsc::Sender<Inbound>,
     shutdown: watch::Sender<bool>,
+    /// Counts channel closes: lets the node react at once to a lost link (fail over
+    /// what it sent there) instead of waiting for a timeout.
+    link_closes: watch::Sender<u64>,
     /// Every task holds a clone; `shutdown` drops this one and waits for the rest.
     done: Mutex<Option<mpsc::Sender<()>>>,
     done_rx: tokio::sync::Mutex<mpsc::Receiver<()>>,
@@ -245,6 +248,7 @@ pub async fn start(cfg: NetConfig) -> Result<(Transport, mpsc::Receiver<Inbound>
         stats: Stats::default(),
         inbound: inbound_tx,
         shutdown: watch::Sender::new(false),
+        link_closes: watch::Sender::new(0),
         done: Mutex::new(Some(done_tx)),
         done_rx: tokio::sync::Mutex::new(done_rx),
     });
@@ -317,6 +321,22 @@ impl Transport {
                 (p.id, st)
             })
             .collect()
+    }
+
+    /// Live channels to `peer` (0 for non-members and self). No allocation: called
+    /// on every write.
+    pub fn live_channels(&self, peer: NodeId) -> usize {
+        self.inner.peer(peer).map_or(0, |p| p.live_channels())
+    }
+
+    /// Channels configured per peer (a fully connected peer has this many live).
+    pub fn channels_per_peer(&self) -> usize {
+        self.inner.channels()
+    }
+
+    /// Changes whenever a channel to any peer closes.
+    pub fn link_closes(&self) -> watch::Receiver<u64> {
+        self.inner.link_closes.subscribe()
     }
 
     pub fn stats(&self) -> NetStats {
@@ -685,6 +705,7 @@ where
             *s = None;
         }
     }
+    inner.link_closes.send_modify(|n| *n += 1);
     info!(peer = peer.id, channel = ch, reason = why, "channel closed");
 }
 

@@ -531,6 +531,45 @@ fn writes_go_to_the_entity_home_and_fall_back_when_it_is_down() {
     }
 }
 
+/// (c'') A write forwarded to a home that dies before answering is proposed by the
+/// node that received it as soon as the link closes, not after the operation timeout
+/// (here 120 s, far beyond the client's 10 s read timeout), and applied once.
+#[test]
+fn a_write_forwarded_to_a_home_that_dies_is_proposed_locally_at_once() {
+    let mut cl = Cluster::start_with("op_timeout_ms = 120000");
+    set_retry(cl.client(0), "warm", "1", 20);
+    let key = (0..)
+        .map(|i| format!("orphan:{i}"))
+        .find(|k| home_of(k) == 1)
+        .unwrap();
+    let mut c = Resp::connect(cl.client(0)).unwrap();
+    assert_eq!(c.cmds(&["INCR", &key]).unwrap(), Reply::Int(1));
+    // Freeze the home: its sockets stay open, so node 0 still forwards to it, and
+    // the forward is never answered.
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(cl.pid(1), libc::SIGSTOP) }, 0);
+    let before = metric(&cl, 0, "paxosstore_forwarded_total");
+    c.w.write_all(format!("*2\r\n$4\r\nINCR\r\n${}\r\n{key}\r\n", key.len()).as_bytes())
+        .unwrap();
+    poll(20, "the INCR is forwarded to node 1", || {
+        let n = metric(&cl, 0, "paxosstore_forwarded_total");
+        if n > before {
+            Ok(())
+        } else {
+            Err(format!("forwarded {n}"))
+        }
+    });
+    // The home dies with the forward in flight: its links close.
+    cl.kill9(1);
+    assert_eq!(
+        read_reply(&mut c.r).unwrap(),
+        Reply::Int(2),
+        "INCR after the home died"
+    );
+    assert_eq!(c.cmds(&["INCR", &key]).unwrap(), Reply::Int(3));
+    assert!(metric(&cl, 0, "paxosstore_forward_link_lost_total") >= 1);
+}
+
 /// (d) SIGTERM stops a node gracefully: exit code 0, even with an idle client
 /// connection open and after serving writes.
 #[test]

@@ -14,6 +14,14 @@
 //! without proposing it: the home is rejoining after a disk wipe, or its persists are
 //! failing (disk full). A forwarded write whose reply does not
 //! come back in time is answered `TIMEOUT` (outcome unknown), exactly like a local one.
+//!
+//! When the link to the home closes (the home was killed, or the network cut), the
+//! origin does not wait for that timeout: it proposes the write itself at once. That
+//! is safe because every forwarded write carries a request id (the client's REQID,
+//! or one the origin makes): if the home's proposal was chosen too, or is chosen
+//! later, whichever comes second finds the id among the entity's remembered replies
+//! ([`node::kv::RECENT`] of them) and is answered with the first reply instead of
+//! being applied again.
 //! The home never forwards again, so a request crosses at most one link.
 
 use std::collections::HashMap;
@@ -262,12 +270,29 @@ fn get_bytes(b: &mut Bytes) -> Result<Bytes, DecodeError> {
     Ok(b.split_to(n))
 }
 
+/// How a forwarded write ended, seen from the origin.
+#[derive(Debug, PartialEq)]
+pub enum ForwardOutcome {
+    /// The home's reply.
+    Reply(Reply),
+    /// The link to the home closed before the reply came: the home may or may not
+    /// propose the write, so the origin proposes it under the same request id.
+    LinkLost,
+}
+
+struct InFlight {
+    home: NodeId,
+    tx: oneshot::Sender<ForwardOutcome>,
+}
+
 /// The origin's table of forwarded writes awaiting their reply. Bounded: beyond
 /// `capacity` in flight, writes are proposed locally instead.
 pub struct Forwarder {
     next_id: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, InFlight>>,
     capacity: usize,
+    /// Random per process, so request ids stay unique across restarts.
+    request_key: std::collections::hash_map::RandomState,
 }
 
 impl Forwarder {
@@ -276,18 +301,29 @@ impl Forwarder {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             capacity,
+            request_key: std::collections::hash_map::RandomState::new(),
         }
     }
 
-    /// Reserve an id for a forward; `None` when the table is full.
-    pub fn register(&self) -> Option<(u64, oneshot::Receiver<Reply>)> {
+    /// A request id for a forwarded write the client gave none: the home and, if
+    /// the link is lost, the origin propose the write under it, and the entity's
+    /// remembered request ids make sure it is applied once. The top bit keeps it
+    /// apart from the ids a shard makes for itself (top byte = member id < 7); the
+    /// rest is a keyed hash of a counter, unique across restarts of this process.
+    pub fn fresh_request_id(&self, seq: u64) -> u64 {
+        use std::hash::BuildHasher;
+        self.request_key.hash_one(seq) | (1 << 63)
+    }
+
+    /// Reserve an id for a forward to `home`; `None` when the table is full.
+    pub fn register(&self, home: NodeId) -> Option<(u64, oneshot::Receiver<ForwardOutcome>)> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.len() >= self.capacity {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        p.insert(id, tx);
+        p.insert(id, InFlight { home, tx });
         Some((id, rx))
     }
 
@@ -299,13 +335,32 @@ impl Forwarder {
 
     /// A reply arrived; unknown ids (late, after a timeout) are ignored.
     pub fn complete(&self, id: u64, reply: Reply) {
-        let tx = {
+        let f = {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
             p.remove(&id)
         };
-        if let Some(tx) = tx {
-            let _ = tx.send(reply);
+        if let Some(f) = f {
+            let _ = f.tx.send(ForwardOutcome::Reply(reply));
         }
+    }
+
+    /// A link to `home` closed: every write forwarded there ends as
+    /// [`ForwardOutcome::LinkLost`]. Returns how many.
+    pub fn fail_over(&self, home: NodeId) -> usize {
+        let lost: Vec<InFlight> = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let ids: Vec<u64> = p
+                .iter()
+                .filter(|(_, f)| f.home == home)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.iter().filter_map(|id| p.remove(id)).collect()
+        };
+        let n = lost.len();
+        for f in lost {
+            let _ = f.tx.send(ForwardOutcome::LinkLost);
+        }
+        n
     }
 
     pub fn in_flight(&self) -> usize {
@@ -328,7 +383,12 @@ pub fn try_forward(
     if home == shared.cfg.id || !shared.peer_connected(home) {
         return None;
     }
-    let (id, rx) = shared.forwarder.register()?;
+    let (id, rx) = shared.forwarder.register(home)?;
+    let request_id = if request_id == 0 {
+        shared.forwarder.fresh_request_id(id)
+    } else {
+        request_id
+    };
     let payload = Forward {
         id,
         request_id,
@@ -354,11 +414,19 @@ pub fn try_forward(
         match tokio::time::timeout(timeout, rx).await {
             // The home refused without proposing (it is recovering this entity after
             // a disk wipe, or cannot write to its disk): propose here instead.
-            Ok(Ok(Reply::Error(e))) if e == node::shard::REJOINING || e == REFUSED_DISK => {
+            Ok(Ok(ForwardOutcome::Reply(Reply::Error(e))))
+                if e == node::shard::REJOINING || e == REFUSED_DISK =>
+            {
                 metrics::counter!("paxosstore_forward_fallbacks_total").increment(1);
                 crate::client::propose_here(shared, entity, &argv, request_id).await
             }
-            Ok(Ok(r)) => r,
+            Ok(Ok(ForwardOutcome::Reply(r))) => r,
+            // The home may have proposed it, or may yet: the same request id makes
+            // this proposal a no-op answered with the first reply if so.
+            Ok(Ok(ForwardOutcome::LinkLost)) => {
+                metrics::counter!("paxosstore_forward_link_lost_total").increment(1);
+                crate::client::propose_here(shared, entity, &argv, request_id).await
+            }
             _ => {
                 shared.forwarder.cancel(id);
                 metrics::counter!("paxosstore_forward_timeouts_total").increment(1);
@@ -506,12 +574,36 @@ mod tests {
     #[test]
     fn forwarder_is_bounded_and_ignores_late_replies() {
         let f = Forwarder::new(2);
-        let (a, mut ra) = f.register().expect("room");
-        let (_b, _rb) = f.register().expect("room");
-        assert!(f.register().is_none());
+        let (a, mut ra) = f.register(1).expect("room");
+        let (_b, _rb) = f.register(1).expect("room");
+        assert!(f.register(1).is_none());
         f.complete(a, Reply::ok());
-        assert_eq!(ra.try_recv().ok(), Some(Reply::ok()));
+        assert_eq!(ra.try_recv().ok(), Some(ForwardOutcome::Reply(Reply::ok())));
         f.complete(a, Reply::ok()); // late duplicate: ignored
         assert_eq!(f.in_flight(), 1);
+    }
+
+    #[test]
+    fn a_lost_link_fails_over_only_that_homes_forwards() {
+        let f = Forwarder::new(8);
+        let (_a, mut ra) = f.register(1).expect("room");
+        let (b, mut rb) = f.register(2).expect("room");
+        assert_eq!(f.fail_over(1), 1);
+        assert_eq!(ra.try_recv().ok(), Some(ForwardOutcome::LinkLost));
+        assert!(rb.try_recv().is_err(), "home 2's forward is still pending");
+        f.complete(b, Reply::ok());
+        assert_eq!(rb.try_recv().ok(), Some(ForwardOutcome::Reply(Reply::ok())));
+        assert_eq!(f.in_flight(), 0);
+    }
+
+    #[test]
+    fn fresh_request_ids_never_look_like_a_shards_own() {
+        let f = Forwarder::new(1);
+        let g = Forwarder::new(1);
+        for seq in 0..1000 {
+            let id = f.fresh_request_id(seq);
+            assert!(id >> 56 >= 0x80, "{id:x}");
+            assert_ne!(id, g.fresh_request_id(seq), "another process, another id");
+        }
     }
 }

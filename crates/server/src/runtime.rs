@@ -56,10 +56,10 @@ impl Shared {
     /// Whether this node plus its connected peers form a majority.
     pub fn majority_reachable(&self) -> bool {
         let up = self
-            .transport
-            .peer_states()
+            .cfg
+            .members
             .iter()
-            .filter(|(_, s)| matches!(s, net::PeerState::Connected { .. }))
+            .filter(|m| m.id != self.cfg.id && self.transport.live_channels(m.id) > 0)
             .count();
         // Self plus connected peers must reach floor(n/2) + 1.
         up + 1 > self.cfg.members.len() / 2
@@ -67,10 +67,7 @@ impl Shared {
 
     /// Whether at least one connection to `peer` is up.
     pub fn peer_connected(&self, peer: u8) -> bool {
-        self.transport
-            .peer_states()
-            .iter()
-            .any(|(id, s)| *id == peer && matches!(s, net::PeerState::Connected { .. }))
+        self.transport.live_channels(peer) > 0
     }
 
     /// Each member's link state as text (self is "self").
@@ -255,6 +252,21 @@ pub async fn run(
         }
     });
 
+    // A lost link to a peer: writes forwarded there may never be answered, so
+    // propose them here at once (their request ids make that safe).
+    let link_shared = shared.clone();
+    let mut link_closes = transport.link_closes();
+    let link_task = tokio::spawn(async move {
+        while link_closes.changed().await.is_ok() {
+            let full = link_shared.transport.channels_per_peer();
+            for m in &link_shared.cfg.members {
+                if m.id != link_shared.cfg.id && link_shared.transport.live_channels(m.id) < full {
+                    link_shared.forwarder.fail_over(m.id);
+                }
+            }
+        }
+    });
+
     let client_tls = crate::tls::client_acceptor(&cfg)?;
     let client_handshake = std::time::Duration::from_millis(cfg.handshake_timeout_ms);
     let client_listener = TcpListener::bind(&cfg.client_addr)
@@ -318,6 +330,7 @@ pub async fn run(
     accept_task.abort();
     admin_task.abort();
     peer_task.abort();
+    link_task.abort();
     // Shards answer what is queued with an error; persists already submitted finish.
     for s in &shared.shards {
         let _ = s.tx.send(ShardInput::Stop);
