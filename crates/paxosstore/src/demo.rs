@@ -16,6 +16,15 @@ extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Shard and IO threads per node: the demo's nodes share this machine's cores, and
+/// more busy threads than cores only adds context switches (on 2 cores with 3
+/// nodes, 1 + 1 threads per node did 5-20 % more writes and reads per second than
+/// 2 + 2, at less CPU per operation; see BENCHMARKS.md's component notes).
+fn threads_per_node(nodes: u8) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / usize::from(nodes)).clamp(1, 8)
+}
+
 pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
     if !(3..=7).contains(&nodes) || nodes.is_multiple_of(2) {
         eprintln!("paxosstore demo: --nodes must be 3, 5 or 7");
@@ -46,6 +55,7 @@ pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
             peer: format!("127.0.0.1:{}", port as u32 + 10_000 + i as u32),
         })
         .collect();
+    let threads = threads_per_node(nodes);
     let mut children: Vec<Child> = Vec::new();
     let mut clients = Vec::new();
     for i in 0..nodes {
@@ -56,6 +66,8 @@ pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
             admin_addr: format!("127.0.0.1:{}", port as u32 + 20_000 + i as u32),
             data_dir: dir.join(format!("node{i}")),
             members: members.clone(),
+            shards: threads,
+            io_threads: threads,
             ..NodeConfig::default()
         };
         let path = dir.join(format!("node{i}.toml"));

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Server CPU per operation on a fresh local 3-node cluster: starts the nodes from the
+# configs `paxosstore demo` writes (with overrides), runs one paxosstore-bench
+# workload, and prints the bench's summary plus the nodes' CPU time (user + system,
+# from /proc) and the machine's context switches per completed operation.
+#
+#   bench/cpu_per_op.sh "-c 64 -d 5 --warmup 1 --mix set=1 --keys 10000"
+#   OVR="shards = 2;io_threads = 2" BIN=/tmp/other-build bench/cpu_per_op.sh "..."
+#
+# BIN (target/release/paxosstore): the server binary. OVR: "key = value" settings,
+# separated by ';', replacing the demo's. PORT (18500): client port of node 0.
+# A read workload (get=1) is preceded by a 2 s write phase so the keys exist.
+# The warm-up's CPU is included, its operations are not: compare runs made alike.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ARGS=${1:?usage: bench/cpu_per_op.sh \"<paxosstore-bench args>\"}
+BIN=${BIN:-target/release/paxosstore}
+BENCH=${BENCH:-target/release/paxosstore-bench}
+PORT=${PORT:-18500}
+W=$(mktemp -d /tmp/cpu_per_op.XXXXXX)
+pids=()
+cleanup() {
+    [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null
+    rm -rf "$W"
+}
+trap cleanup EXIT
+cp "$BIN" "$W/bin"
+# The demo writes node<i>.toml and starts; stop it and start the nodes ourselves.
+timeout 2 "$W/bin" demo --nodes 3 --port "$PORT" --data-dir "$W/d" >/dev/null 2>&1 || true
+rm -rf "$W/d/node0" "$W/d/node1" "$W/d/node2"
+IFS=';' read -ra OV <<< "${OVR:-}"
+for i in 0 1 2; do
+    for o in "${OV[@]}"; do
+        k=$(echo "${o%%=*}" | xargs)
+        sed -i "s|^$k = .*|$o|" "$W/d/node$i.toml"
+    done
+    "$W/bin" server --config "$W/d/node$i.toml" >"$W/node$i.log" 2>&1 &
+    pids+=($!)
+done
+up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 150); do
+    if up "$PORT" && up $((PORT + 1)) && up $((PORT + 2)); then break; fi
+    sleep 0.2
+done
+TARGET="resp://127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
+# Wait until each node sees both peers (the admin port's /status.json).
+for _ in $(seq 150); do
+    n=$(curl -s "127.0.0.1:$((PORT + 20000))/status.json" | grep -o '"up(' | wc -l || true)
+    [ "$n" -ge 2 ] && break
+    sleep 0.2
+done
+cpu() {
+    local t=0
+    for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
+if [[ "$ARGS" == *get=1* ]]; then
+    # shellcheck disable=SC2086
+    "$BENCH" --target "$TARGET" -c 64 -d 2 --mix set=1 --keys 10000 --value-size 100 --no-progress >/dev/null
+fi
+c0=$(cpu)
+s0=$(awk '/^ctxt/{print $2}' /proc/stat)
+# shellcheck disable=SC2086
+"$BENCH" --target "$TARGET" --value-size 100 --no-progress --json "$W/o.json" $ARGS | grep -E '^(op|all) '
+c1=$(cpu)
+s1=$(awk '/^ctxt/{print $2}' /proc/stat)
+python3 - "$W/o.json" "$((c1 - c0))" "$((s1 - s0))" "$(getconf CLK_TCK)" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ops = d["ops"] if "ops" in d else d["summary"]["ops"]
+ticks, switches, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print(f"server CPU per op: {ticks * 1e6 / hz / ops:.1f} us; context switches per op: {switches / ops:.1f}")
+PY
