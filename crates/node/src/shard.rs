@@ -195,6 +195,8 @@ pub struct Shard {
     stats: ShardStats,
     catchup_tokens: u64,
     catchup_refill_at: u64,
+    /// Peers the runtime sees connected (bit per node id), passed to each read.
+    live_peers: u8,
 }
 
 impl Shard {
@@ -214,7 +216,13 @@ impl Shard {
             stats: ShardStats::default(),
             catchup_tokens: 0,
             catchup_refill_at: 0,
+            live_peers: u8::MAX,
         }
+    }
+
+    /// Which peers are connected (bit `1 << id`): reads ask those first.
+    pub fn set_live_peers(&mut self, mask: u8) {
+        self.live_peers = mask;
     }
 
     pub fn stats(&self) -> ShardStats {
@@ -756,6 +764,7 @@ impl Shard {
                 // Nothing changes (e.g. SET NX on an existing key): confirm the state
                 // is current with a read round instead of proposing.
                 self.stats.reads += 1;
+                core.set_live_peers(self.live_peers);
                 if core.read(now, token, deadline).is_ok() {
                     slot.batch = Some(Batch::Read {
                         token,
@@ -767,6 +776,7 @@ impl Shard {
             }
         } else {
             self.stats.reads += 1;
+            core.set_live_peers(self.live_peers);
             if core.read(now, token, deadline).is_ok() {
                 slot.batch = Some(Batch::Read {
                     token,

@@ -244,6 +244,9 @@ pub struct Entity {
     intents: Vec<Intent>,
     events: VecDeque<Event>,
     rng: Rng,
+    /// Peers the runtime believes reachable (bit per node id); a read's first
+    /// check-empty round asks only as many of them as a majority needs.
+    live_peers: u8,
 }
 
 impl Entity {
@@ -268,7 +271,15 @@ impl Entity {
             rng: Rng::new(seed),
             floor: 0,
             learner: None,
+            live_peers: u8::MAX,
         }
+    }
+
+    /// Which peers the runtime believes reachable (bit `1 << id`), a hint for whom a
+    /// read asks first. Never affects safety: a read still needs a majority of
+    /// empties, and its retry asks every peer.
+    pub fn set_live_peers(&mut self, mask: u8) {
+        self.live_peers = mask;
     }
 
     /// Rebuild from the durable records (any order). Emits `Apply` for the latest
@@ -876,7 +887,9 @@ impl Entity {
             };
             op.entry = Some(e);
             op.retry_at = now + delay;
-            for p in self.peers() {
+            let first_try = op.attempt == 0;
+            let targets = self.probe_targets(voter, first_try);
+            for p in self.peers().filter(|p| targets & (1 << p) != 0) {
                 self.intents.push(Intent::Bare {
                     to: p,
                     entry: e,
@@ -924,6 +937,32 @@ impl Entity {
                 self.accept_at(e);
             }
         }
+    }
+
+    /// Whom a read's check-empty round asks (bit per node). The first try asks just
+    /// enough reachable peers to complete a majority with this node's own empty
+    /// record, starting at a random one to spread the load: in a 3-node cluster that
+    /// halves the messages of a read. A retry (someone did not answer in time), or
+    /// too few reachable peers, asks them all.
+    fn probe_targets(&mut self, voter: bool, first_try: bool) -> u8 {
+        let all: u8 = self.peers().fold(0, |m, p| m | (1 << p));
+        let need = quorum(self.cfg.n) - usize::from(voter);
+        let live = all & self.live_peers;
+        if !first_try || (live.count_ones() as usize) < need {
+            return all;
+        }
+        let start = self.rng.below(u64::from(self.cfg.n)) as u8;
+        let mut picked = 0u8;
+        for i in 0..self.cfg.n {
+            let p = (start + i) % self.cfg.n;
+            if picked.count_ones() as usize == need {
+                break;
+            }
+            if live & (1 << p) != 0 {
+                picked |= 1 << p;
+            }
+        }
+        picked
     }
 
     /// The command's entry did not decide in time: prepare again with a higher number.

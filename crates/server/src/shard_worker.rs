@@ -106,6 +106,7 @@ impl ShardWorker {
             }
             let now = epoch.elapsed().as_millis() as u64;
             let wall = wall_ms();
+            self.shard.set_live_peers(self.live_peers());
             for input in inputs {
                 match input {
                     ShardInput::Request { entity, req, reply } => {
@@ -145,6 +146,13 @@ impl ShardWorker {
             self.shard.tick(now, wall);
             self.pump(now, wall, &mut replies);
         }
+    }
+
+    /// The peers with a live connection, as a bit per node id.
+    fn live_peers(&self) -> u8 {
+        (0..=7u8)
+            .filter(|&p| self.transport.live_channels(p) > 0)
+            .fold(0, |m, p| m | (1 << p))
     }
 
     /// Carry out the shard's outputs until there are none.

@@ -239,8 +239,44 @@ fn check_empty_read_succeeds_with_majority_empty() {
         .iter()
         .filter(|m| m.kind == Kind::CheckEmpty)
         .count();
-    assert_eq!(probes, 2);
+    assert_eq!(
+        probes, 1,
+        "its own empty record and one peer's make a majority"
+    );
     assert!(!net.durable[1].contains_key(&2), "a read writes nothing");
+    net.run();
+    assert_eq!(net.outcome(2), Some(Outcome::ReadOk { entry: 1 }));
+}
+
+#[test]
+fn a_read_asks_a_reachable_peer_first_and_everyone_when_it_is_silent() {
+    let mut net = Net::new(3);
+    net.write(0, 1, b"a");
+    net.run();
+    // Node 1 sees only node 2 connected: the first round asks node 2 alone.
+    net.nodes[1].set_live_peers(1 << 2);
+    net.read(1, 2);
+    let asked: Vec<u8> = net
+        .inflight
+        .iter()
+        .filter(|m| m.kind == Kind::CheckEmpty)
+        .map(|m| m.to)
+        .collect();
+    assert_eq!(asked, vec![2]);
+    // Node 2 is in fact down: after the retry delay the read asks every peer, and
+    // node 0 completes the majority.
+    net.down[2] = true;
+    net.run();
+    assert_eq!(net.outcome(2), None);
+    net.tick(1_000);
+    let mut asked: Vec<u8> = net
+        .inflight
+        .iter()
+        .filter(|m| m.kind == Kind::CheckEmpty)
+        .map(|m| m.to)
+        .collect();
+    asked.sort();
+    assert_eq!(asked, vec![0, 2]);
     net.run();
     assert_eq!(net.outcome(2), Some(Outcome::ReadOk { entry: 1 }));
 }
