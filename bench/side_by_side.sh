@@ -180,6 +180,8 @@ suite() { # suite FAULT-CMD (empty: no failover run)
         for k in $SCALE_KEYS; do
             run "scale-$k-write" -c "$CLIENTS" -P 16 -d "$SDUR" --mix set=1 --keys "$k" --preload
             run "scale-$k-read" -c "$CLIENTS" -d "$SDUR" --mix get=1 --keys "$k"
+            # Resident memory per node at this key count (the report's scale table).
+            for i in "${!SYS_PIDS[@]}"; do rss "${SYS_NAMES[$i]}" "${SYS_PIDS[$i]}" "after scale-$k"; done
         done
     fi
 }
@@ -217,6 +219,8 @@ bench_redis() {
         return
     fi
     TARGET="resp://127.0.0.1:$REDIS_PORT"
+    SYS_PIDS=("$pid")
+    SYS_NAMES=(redis-server)
     suite
     rss redis-server "$pid" "after the workloads"
     note "redis: no failover run — a single server has no replica to fail over to (killing it stops all service until it restarts)."
@@ -255,6 +259,9 @@ bench_etcd() {
         return
     fi
     TARGET="etcd://$eps"
+    SYS_PIDS=()
+    SYS_NAMES=()
+    while read -r _ pid name; do SYS_PIDS+=("$pid") && SYS_NAMES+=("etcd $name"); done <"$d/members"
     suite
     while read -r ep pid name; do rss "etcd $name" "$pid" "after the workloads, before failover"; done <"$d/members"
     failover "$SELF kill-etcd-leader $d"
@@ -284,6 +291,9 @@ bench_paxosstore() {
     mapfile -t pids < <(awk '/^node [0-9]+ pid/{print $4}' "$WORK/paxosstore-demo.out")
     PIDS+=("${pids[@]}")
     TARGET="resp://127.0.0.1:$PX_PORT,127.0.0.1:$((PX_PORT + 1)),127.0.0.1:$((PX_PORT + 2))"
+    SYS_PIDS=("${pids[@]}")
+    SYS_NAMES=()
+    for i in "${!pids[@]}"; do SYS_NAMES+=("paxosstore node $i"); done
     suite
     for i in "${!pids[@]}"; do rss "paxosstore node $i" "${pids[$i]}" "after the workloads, before failover"; done
     failover "kill -9 ${pids[1]} && echo 'SIGKILL paxosstore node 1 (pid ${pids[1]})'"

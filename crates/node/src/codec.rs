@@ -29,17 +29,12 @@ pub enum DecodeError {
 
 struct Reader<'a> {
     buf: &'a [u8],
-    whole: &'a Bytes,
     pos: usize,
 }
 
 impl<'a> Reader<'a> {
     fn new(whole: &'a Bytes) -> Self {
-        Self {
-            buf: whole,
-            whole,
-            pos: 0,
-        }
+        Self { buf: whole, pos: 0 }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
@@ -47,10 +42,12 @@ impl<'a> Reader<'a> {
         self.pos = end;
         Ok(s)
     }
+    /// A copy, not a slice: what is decoded here (entity names, record values) lives
+    /// in the entity cache for long, and a slice would keep the whole buffer it came
+    /// from alive — for a peer frame, the transport's 64 KiB read chunk. Measured:
+    /// ~6.5 KiB of RSS per cached entity with slices.
     fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        let start = self.pos;
-        self.take(n)?;
-        Ok(self.whole.slice(start..start + n))
+        Ok(Bytes::copy_from_slice(self.take(n)?))
     }
     fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])

@@ -27,7 +27,7 @@ use crate::exec::{self, Access};
 use crate::kv::KvState;
 
 /// Memory a cached entity costs beyond its payload (see the end of `settle`).
-const ENTITY_OVERHEAD: usize = 6 << 10;
+const ENTITY_OVERHEAD: usize = 2 << 10;
 
 /// Reply while this node may not vote on an entity's next entry (wiped-disk rule).
 /// Given before anything is proposed, so the write may be proposed elsewhere.
@@ -475,12 +475,21 @@ impl Shard {
             }
             slot.timer = next;
         }
+        if slot.queue.is_empty() && slot.parked.is_empty() && slot.batch.is_none() {
+            slot.queue.shrink_to_fit();
+            slot.parked.shrink_to_fit();
+            if let Some(core) = slot.core.as_mut() {
+                core.shrink_idle_buffers();
+            }
+        }
         // The core's records (which hold the encoded state), the decoded state (about
         // as big again), and a fixed cost per cached entity: maps, queues and B-tree
         // nodes that hold no payload. The fixed cost is measured, not derived: 200 k
-        // writes over 200 k keys left ~6.5 KiB of RSS per cached entity beyond the
-        // payload (storage caches subtracted); without it the budget undercounted
-        // tenfold and a node reached 3.8 GiB with a million keys.
+        // keys written once, all cached (cache_mb = 8192), cost 533 MiB of RSS per
+        // node more than with cache_mb = 16, i.e. 2.7 KiB per entity, of which this
+        // formula's payload part counts 1.0 KiB (`bench/rss_after_preload.sh`, see
+        // BENCHMARKS.md's component notes). Before idle buffers were shrunk it was
+        // 6.5 KiB; without a fixed cost at all the budget undercounted tenfold.
         let bytes = 2 * slot.core.as_ref().map_or(0, |c| c.size()) + entity.len() + ENTITY_OVERHEAD;
         self.cached_bytes = self.cached_bytes.saturating_sub(slot.bytes) + bytes;
         slot.bytes = bytes;
