@@ -71,3 +71,6 @@ ops = d["ops"] if "ops" in d else d["summary"]["ops"]
 ticks, switches, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 print(f"server CPU per op: {ticks * 1e6 / hz / ops:.1f} us; context switches per op: {switches / ops:.1f}")
 PY
+# Node 0's storage work over the run (persisted updates, fsync batches).
+curl -s "127.0.0.1:$((PORT + 20000))/metrics" | grep -E '^paxosstore_(fsync_updates|fsync_batches|proposals) ' |
+    sed 's/^/node 0 /'

@@ -800,6 +800,10 @@ impl Shard {
 
     /// Evict idle entities, least recently used first, while over the memory budget.
     fn evict(&mut self) {
+        // Runs on every tick: return before collecting candidates when within budget.
+        if self.cached_bytes <= self.cfg.max_cached_bytes {
+            return;
+        }
         let mut budget_scan = 64;
         let keys: Vec<(u64, Bytes)> = self
             .lru

@@ -649,6 +649,16 @@ impl Sim {
         for k in stale {
             node.durable.remove(&k);
         }
+        // A restart rebuilds the state from the highest record flagged chosen, so the
+        // record a trim leaves at the bottom must carry its flag on disk. (A core that
+        // wrote chosen flags lazily and trimmed past them failed this at once, and
+        // agreement some seeds later: the restarted node voted again at entries it
+        // had forgotten.)
+        if trim > 0 && !node.durable.get(&(ent, trim)).is_some_and(|r| r.chosen) {
+            violations.push(format!(
+                "trim: node {x} entity {ent}: log trimmed below {trim} without that entry durably chosen"
+            ));
+        }
         for v in violations {
             self.fail(v);
         }
