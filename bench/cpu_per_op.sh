@@ -18,37 +18,9 @@ BIN=${BIN:-target/release/paxosstore}
 BENCH=${BENCH:-target/release/paxosstore-bench}
 PORT=${PORT:-18500}
 W=$(mktemp -d /tmp/cpu_per_op.XXXXXX)
-pids=()
-cleanup() {
-    [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null
-    rm -rf "$W"
-}
-trap cleanup EXIT
-cp "$BIN" "$W/bin"
-# The demo writes node<i>.toml and starts; stop it and start the nodes ourselves.
-timeout 2 "$W/bin" demo --nodes 3 --port "$PORT" --data-dir "$W/d" >/dev/null 2>&1 || true
-rm -rf "$W/d/node0" "$W/d/node1" "$W/d/node2"
-IFS=';' read -ra OV <<< "${OVR:-}"
-for i in 0 1 2; do
-    for o in "${OV[@]}"; do
-        k=$(echo "${o%%=*}" | xargs)
-        sed -i "s|^$k = .*|$o|" "$W/d/node$i.toml"
-    done
-    "$W/bin" server --config "$W/d/node$i.toml" >"$W/node$i.log" 2>&1 &
-    pids+=($!)
-done
-up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-for _ in $(seq 150); do
-    if up "$PORT" && up $((PORT + 1)) && up $((PORT + 2)); then break; fi
-    sleep 0.2
-done
-TARGET="resp://127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
-# Wait until each node sees both peers (the admin port's /status.json).
-for _ in $(seq 150); do
-    n=$(curl -s "127.0.0.1:$((PORT + 20000))/status.json" | grep -o '"up(' | wc -l || true)
-    [ "$n" -ge 2 ] && break
-    sleep 0.2
-done
+# shellcheck source=bench/local_cluster.sh
+. bench/local_cluster.sh
+start_local_cluster
 cpu() {
     local t=0
     for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done

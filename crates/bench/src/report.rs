@@ -74,23 +74,20 @@ fn max_rss_kib(rss: &str, system: &str, when: &str) -> Option<f64> {
 /// The 10 M-key target: RSS per node at the largest scale step (at least 10 M keys)
 /// and its write and read throughput against the 100 k-key step.
 fn scale_target(rs: &[Summary], rss: &str) -> (String, Option<bool>) {
-    let steps = |sys: &str| -> BTreeMap<u64, (Option<f64>, Option<f64>)> {
-        let mut m: BTreeMap<u64, (Option<f64>, Option<f64>)> = BTreeMap::new();
-        for r in rs.iter().filter(|r| r.system == sys) {
-            let Some(rest) = r.scenario.strip_prefix("scale-") else {
-                continue;
-            };
-            let e = m.entry(r.keys).or_default();
-            if rest.ends_with("-write") {
-                e.0 = Some(r.throughput);
-            } else if rest.ends_with("-read") {
-                e.1 = Some(r.throughput);
-            }
-        }
-        m
-    };
     let sys = "paxosstore";
-    let m = steps(sys);
+    // keys -> (write ops/s, read ops/s) of each scale step.
+    let mut m: BTreeMap<u64, (Option<f64>, Option<f64>)> = BTreeMap::new();
+    for r in rs.iter().filter(|r| r.system == sys) {
+        let Some(rest) = r.scenario.strip_prefix("scale-") else {
+            continue;
+        };
+        let e = m.entry(r.keys).or_default();
+        if rest.ends_with("-write") {
+            e.0 = Some(r.throughput);
+        } else if rest.ends_with("-read") {
+            e.1 = Some(r.throughput);
+        }
+    }
     let (Some((&big, &(bw, br))), Some(&(sw, sr))) = (m.last_key_value(), m.get(&100_000)) else {
         return ("not run".into(), None);
     };
@@ -434,7 +431,7 @@ pub fn render(rs: &[Summary], dir: &Path, a: &ReportArgs) -> String {
         let _ = writeln!(s);
     }
 
-    if let Some(rss) = read_opt(dir, "rss.tsv") {
+    if !rss.is_empty() {
         let _ = writeln!(s, "## Resident memory after the runs\n");
         let _ = writeln!(s, "| system | process | when | RSS |");
         let _ = writeln!(s, "| --- | --- | --- | ---: |");

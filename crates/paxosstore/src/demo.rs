@@ -18,7 +18,7 @@ extern "C" fn on_signal(_: libc::c_int) {
 
 /// Shard and IO threads per node: the demo's nodes share this machine's cores, and
 /// more busy threads than cores only adds context switches (on 2 cores with 3
-/// nodes, 1 + 1 threads per node did 5-20 % more writes and reads per second than
+/// nodes, 1 + 1 threads per node did 5-31 % more writes and reads per second than
 /// 2 + 2, at less CPU per operation; see BENCHMARKS.md's component notes).
 fn threads_per_node(nodes: u8) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

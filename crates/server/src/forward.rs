@@ -22,6 +22,7 @@
 //! later, whichever comes second finds the id among the entity's remembered replies
 //! ([`node::kv::RECENT`] of them) and is answered with the first reply instead of
 //! being applied again.
+//!
 //! The home never forwards again, so a request crosses at most one link.
 
 use std::collections::HashMap;
