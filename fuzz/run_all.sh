@@ -32,6 +32,6 @@ run() { # run DIR TARGET
 status=0
 build "$ROOT/fuzz"
 build "$ROOT/crates/net/fuzz"
-for t in row_decode resp_parse record_decode message_decode kv_decode; do run "$ROOT/fuzz" "$t"; done
+for t in row_decode resp_parse record_decode message_decode batch_decode kv_decode; do run "$ROOT/fuzz" "$t"; done
 for t in frame_decode handshake_decode; do run "$ROOT/crates/net/fuzz" "$t"; done
 exit $status

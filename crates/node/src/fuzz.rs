@@ -33,6 +33,15 @@ pub fn message_decode(data: &[u8]) {
     }
 }
 
+/// The peer message batch decoder; decoded messages re-encode without panicking.
+pub fn batch_decode(data: &[u8]) {
+    let data = Bytes::copy_from_slice(data);
+    let mut batch = crate::codec::MessageBatch::default();
+    for (entity, msg) in crate::codec::decode_batch(&data).flatten() {
+        batch.push(&entity, &msg);
+    }
+}
+
 /// The entity state decoder; a decoded state re-encodes to the same bytes.
 pub fn kv_decode(data: &[u8]) {
     if let Ok(state) = crate::kv::KvState::decode(data) {

@@ -37,6 +37,11 @@ fn message_decode_corpus() {
 }
 
 #[test]
+fn batch_decode_corpus() {
+    replay("batch_decode", node::fuzz::batch_decode);
+}
+
+#[test]
 fn kv_decode_corpus() {
     replay("kv_decode", node::fuzz::kv_decode);
 }

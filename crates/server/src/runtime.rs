@@ -6,13 +6,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use node::shard::{Shard, ShardConfig, ShardStats};
 use storage::{FjallOptions, FjallStorage, GroupCommit, GroupCommitConfig, Storage};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::config::{resolve, ConfigError, NodeConfig};
-use crate::shard_worker::{route, ShardHandle, ShardInput, ShardWorker, MSG_PAXOS};
+use crate::shard_worker::{
+    route, ShardHandle, ShardInput, ShardWorker, MSG_PAXOS, MSG_PAXOS_BATCH,
+};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -181,6 +184,7 @@ pub async fn run(
         let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
         let seed = (cfg.id as u64) << 32 | i as u64 | (epoch.elapsed().as_nanos() as u64) << 40;
         let worker = ShardWorker {
+            index: i,
             shard: Shard::new(shard_cfg.clone(), seed),
             rx,
             me: tx.clone(),
@@ -222,32 +226,48 @@ pub async fn run(
     // Paxos tolerates loss, and memory stays bounded.
     let peer_shared = shared.clone();
     let peer_task = tokio::spawn(async move {
+        let n = peer_shared.shards.len();
+        let mut per_shard: Vec<Vec<(Bytes, paxos::Message)>> = vec![Vec::new(); n];
         while let Some(frame) = inbound.recv().await {
             match frame.msg_type {
-                MSG_PAXOS => {}
+                MSG_PAXOS => {
+                    if let Some((entity, msg)) =
+                        checked_message(frame.from, node::codec::decode_message(&frame.payload))
+                    {
+                        let shard = &peer_shared.shards[(route(&entity) % n as u64) as usize];
+                        if shard.try_send(ShardInput::Message { entity, msg }).is_err() {
+                            metrics::counter!("paxosstore_peer_inbox_dropped_total").increment(1);
+                        }
+                    }
+                }
+                MSG_PAXOS_BATCH => {
+                    for decoded in node::codec::decode_batch(&frame.payload) {
+                        if let Some((entity, msg)) = checked_message(frame.from, decoded) {
+                            per_shard[(route(&entity) % n as u64) as usize].push((entity, msg));
+                        }
+                    }
+                    for (i, msgs) in per_shard.iter_mut().enumerate() {
+                        if msgs.is_empty() {
+                            continue;
+                        }
+                        let count = msgs.len() as u64;
+                        let msgs = std::mem::take(msgs);
+                        if peer_shared.shards[i]
+                            .try_send(ShardInput::Messages(msgs))
+                            .is_err()
+                        {
+                            metrics::counter!("paxosstore_peer_inbox_dropped_total")
+                                .increment(count);
+                        }
+                    }
+                }
                 crate::forward::MSG_FORWARD => {
                     crate::forward::on_forward(&peer_shared, frame.from, frame.payload);
-                    continue;
                 }
                 crate::forward::MSG_FORWARD_REPLY => {
                     crate::forward::on_forward_reply(&peer_shared, frame.from, frame.payload);
-                    continue;
                 }
-                _ => continue,
-            }
-            match node::codec::decode_message(&frame.payload) {
-                Ok((entity, msg)) if msg.from == frame.from => {
-                    let n = peer_shared.shards.len() as u64;
-                    let shard = &peer_shared.shards[(route(&entity) % n) as usize];
-                    if shard.try_send(ShardInput::Message { entity, msg }).is_err() {
-                        metrics::counter!("paxosstore_peer_inbox_dropped_total").increment(1);
-                    }
-                }
-                Ok(_) => metrics::counter!("paxosstore_peer_bad_messages_total").increment(1),
-                Err(e) => {
-                    metrics::counter!("paxosstore_peer_bad_messages_total").increment(1);
-                    tracing::warn!(from = frame.from, error = %e, "undecodable peer message");
-                }
+                _ => {}
             }
         }
     });
@@ -343,4 +363,23 @@ pub async fn run(
     transport.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A decoded peer message, if it decoded and claims the sender the handshake proved.
+fn checked_message(
+    from: u8,
+    decoded: Result<(Bytes, paxos::Message), node::codec::DecodeError>,
+) -> Option<(Bytes, paxos::Message)> {
+    match decoded {
+        Ok((entity, msg)) if msg.from == from => Some((entity, msg)),
+        Ok(_) => {
+            metrics::counter!("paxosstore_peer_bad_messages_total").increment(1);
+            None
+        }
+        Err(e) => {
+            metrics::counter!("paxosstore_peer_bad_messages_total").increment(1);
+            tracing::warn!(from, error = %e, "undecodable peer message");
+            None
+        }
+    }
 }

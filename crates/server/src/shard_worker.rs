@@ -1,6 +1,14 @@
 //! One OS thread per shard: it owns a sans-IO [`node::shard::Shard`] and is its thin
 //! pump. Its inbox is the only way in (bounded); storage loads are done inline
 //! (reads), persists go to the group-commit writer and come back as inbox messages.
+//!
+//! One wake-up takes everything queued (up to [`MAX_INPUTS_PER_WAKE`]) and holds back
+//! what it produces for the outside until the end: the persists go to the writer as
+//! one submission (one completion, one message back) and the Paxos messages to each
+//! peer as one frame ([`codec::MessageBatch`]). Under load that turns per-message
+//! costs (queueing, frames, thread wake-ups) into per-wake-up costs. The core's
+//! persist-before-send rule is unaffected: it holds a message until the record it
+//! shows is durable, whatever the worker does with its outputs.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,8 +24,15 @@ use resp::Reply;
 use storage::{EntityUpdate, GroupCommit, Storage};
 use tokio::sync::oneshot;
 
-/// Peer frame type carrying one Paxos message.
+/// Peer frame type carrying one Paxos message (still accepted; shards send batches).
 pub const MSG_PAXOS: u8 = 1;
+/// Peer frame type carrying a [`codec::MessageBatch`].
+pub const MSG_PAXOS_BATCH: u8 = 4;
+/// Inputs taken per wake-up at most (the rest wait for the next one).
+const MAX_INPUTS_PER_WAKE: usize = 1024;
+/// A peer's batch is sent once it holds this many bytes, without waiting for the end
+/// of the wake-up (bounds the frame and the worker's buffer).
+const MAX_BATCH_BYTES: usize = 256 << 10;
 
 /// Everything a shard thread is told.
 pub enum ShardInput {
@@ -30,9 +45,12 @@ pub enum ShardInput {
         entity: Bytes,
         msg: Message,
     },
+    /// The messages of one peer frame that belong to this shard.
+    Messages(Vec<(Bytes, Message)>),
+    /// One submission to the writer finished: these (entity, persist seq) are durable,
+    /// or all failed.
     Persisted {
-        entity: Bytes,
-        seq: u64,
+        done: Vec<(Bytes, u64)>,
         result: Result<(), String>,
     },
     Stats(oneshot::Sender<ShardStats>),
@@ -59,6 +77,8 @@ impl ShardHandle {
 }
 
 pub struct ShardWorker {
+    /// This shard's index: picks the peer connection its batches use.
+    pub index: usize,
     pub shard: Shard,
     pub rx: Receiver<ShardInput>,
     pub me: SyncSender<ShardInput>,
@@ -80,8 +100,8 @@ pub use node::route::route;
 impl ShardWorker {
     /// Run until `Stop` or until every sender is gone.
     pub fn run(mut self, epoch: Instant) {
-        let mut replies: HashMap<u64, oneshot::Sender<Reply>> = HashMap::new();
-        let mut next_client: u64 = 1;
+        let mut out = Held::default();
+        let mut inputs: Vec<ShardInput> = Vec::new();
         loop {
             let now = epoch.elapsed().as_millis() as u64;
             let wait = self
@@ -91,14 +111,13 @@ impl ShardWorker {
                     Duration::from_millis(t.saturating_sub(now))
                 })
                 .min(Duration::from_millis(20));
-            let first = match self.rx.recv_timeout(wait) {
-                Ok(i) => Some(i),
-                Err(RecvTimeoutError::Timeout) => None,
+            match self.rx.recv_timeout(wait) {
+                Ok(i) => inputs.push(i),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut inputs: Vec<ShardInput> = first.into_iter().collect();
+            }
             // Take what else is queued (bounded), so one wake-up serves many.
-            while inputs.len() < 1024 {
+            while inputs.len() < MAX_INPUTS_PER_WAKE {
                 match self.rx.try_recv() {
                     Ok(i) => inputs.push(i),
                     Err(_) => break,
@@ -107,44 +126,52 @@ impl ShardWorker {
             let now = epoch.elapsed().as_millis() as u64;
             let wall = wall_ms();
             self.shard.set_live_peers(self.live_peers());
-            for input in inputs {
+            for input in inputs.drain(..) {
                 match input {
                     ShardInput::Request { entity, req, reply } => {
-                        next_client += 1;
-                        replies.insert(next_client, reply);
-                        self.shard.submit(now, wall, next_client, entity, req);
+                        out.next_client += 1;
+                        out.replies.insert(out.next_client, reply);
+                        self.shard.submit(now, wall, out.next_client, entity, req);
                     }
                     ShardInput::Message { entity, msg } => {
                         self.shard.on_message(now, wall, entity, msg)
                     }
-                    ShardInput::Persisted {
-                        entity,
-                        seq,
-                        result,
-                    } => match result {
+                    ShardInput::Messages(msgs) => {
+                        for (entity, msg) in msgs {
+                            self.shard.on_message(now, wall, entity, msg);
+                            self.pump(now, wall, &mut out);
+                        }
+                    }
+                    ShardInput::Persisted { done, result } => match result {
                         Ok(()) => {
                             self.disk_failing.store(false, Ordering::Relaxed);
-                            self.shard.on_persisted(now, wall, entity, seq)
+                            for (entity, seq) in done {
+                                self.shard.on_persisted(now, wall, entity, seq);
+                                self.pump(now, wall, &mut out);
+                            }
                         }
                         Err(why) => {
                             self.disk_failing.store(true, Ordering::Relaxed);
-                            self.shard.on_persist_failed(entity, &why)
+                            for (entity, _) in done {
+                                self.shard.on_persist_failed(entity, &why);
+                            }
                         }
                     },
                     ShardInput::Stats(tx) => {
                         let _ = tx.send(self.shard.stats());
                     }
                     ShardInput::Stop => {
-                        for (_, tx) in replies.drain() {
+                        for (_, tx) in out.replies.drain() {
                             let _ = tx.send(Reply::error("ERR server is shutting down"));
                         }
                         return;
                     }
                 }
-                self.pump(now, wall, &mut replies);
+                self.pump(now, wall, &mut out);
             }
             self.shard.tick(now, wall);
-            self.pump(now, wall, &mut replies);
+            self.pump(now, wall, &mut out);
+            self.flush(now, wall, &mut out);
         }
     }
 
@@ -155,10 +182,11 @@ impl ShardWorker {
             .fold(0, |m, p| m | (1 << p))
     }
 
-    /// Carry out the shard's outputs until there are none.
-    fn pump(&mut self, now: u64, wall: i64, replies: &mut HashMap<u64, oneshot::Sender<Reply>>) {
-        while let Some(out) = self.shard.poll() {
-            match out {
+    /// Carry out the shard's outputs until there are none: loads and replies at once,
+    /// persists and peer messages into `out` until [`ShardWorker::flush`].
+    fn pump(&mut self, now: u64, wall: i64, out: &mut Held) {
+        while let Some(output) = self.shard.poll() {
+            match output {
                 Output::Load { entity } => {
                     let loaded = self
                         .storage
@@ -190,40 +218,89 @@ impl ShardWorker {
                     if trim_below > 0 {
                         u.trim_below = Some(trim_below);
                     }
-                    let tx = self.me.clone();
-                    let ent = entity.clone();
-                    let done = Box::new(move |res: Result<(), storage::StorageError>| {
-                        let result = res.map_err(|e| e.to_string());
-                        // Blocking send is fine: the shard thread never waits on us.
-                        let _ = tx.send(ShardInput::Persisted {
-                            entity: ent,
-                            seq,
-                            result,
-                        });
-                    });
-                    if self.group_commit.submit(vec![u], done).is_err() {
-                        metrics::counter!("paxosstore_persist_busy_total").increment(1);
-                        self.shard
-                            .on_persist_failed(entity, "storage queue full (BUSY)");
-                    }
+                    out.updates.push(u);
+                    out.persisted.push((entity, seq));
                 }
                 Output::Send { entity, msg } => {
-                    let to = msg.to;
-                    let payload = codec::encode_message(&entity, &msg);
-                    if self
-                        .transport
-                        .send(to, route(&entity), MSG_PAXOS, payload)
-                        .is_err()
-                    {
-                        metrics::counter!("paxosstore_peer_send_dropped_total").increment(1);
+                    let to = msg.to as usize;
+                    if let Some(batch) = out.batches.get_mut(to) {
+                        batch.push(&entity, &msg);
+                        if batch.bytes() >= MAX_BATCH_BYTES {
+                            let payload = batch.take();
+                            self.send_batch(to as u8, payload);
+                        }
                     }
                 }
                 Output::Reply { client, reply } => {
-                    if let Some(tx) = replies.remove(&client) {
+                    if let Some(tx) = out.replies.remove(&client) {
                         let _ = tx.send(reply);
                     }
                 }
             }
+        }
+    }
+
+    /// Hand what this wake-up produced to the writer and to the peers.
+    fn flush(&mut self, now: u64, wall: i64, out: &mut Held) {
+        if !out.updates.is_empty() {
+            let updates = std::mem::take(&mut out.updates);
+            let done_list = std::mem::take(&mut out.persisted);
+            let tx = self.me.clone();
+            let done = Box::new(move |res: Result<(), storage::StorageError>| {
+                // Blocking send is fine: the shard thread never waits on the writer.
+                let _ = tx.send(ShardInput::Persisted {
+                    done: done_list,
+                    result: res.map_err(|e| e.to_string()),
+                });
+            });
+            if let Err(busy) = self.group_commit.submit(updates, done) {
+                metrics::counter!("paxosstore_persist_busy_total").increment(1);
+                // The submission came back whole: fail each persist in it.
+                for u in busy.updates {
+                    self.shard
+                        .on_persist_failed(u.entity, "storage queue full (BUSY)");
+                }
+                // Their clients' error replies (a new persist waits for the next wake-up).
+                self.pump(now, wall, out);
+            }
+        }
+        for to in 0..out.batches.len() {
+            if out.batches[to].count() > 0 {
+                let payload = out.batches[to].take();
+                self.send_batch(to as u8, payload);
+            }
+        }
+    }
+
+    fn send_batch(&self, to: u8, payload: Bytes) {
+        if self
+            .transport
+            .send(to, self.index as u64, MSG_PAXOS_BATCH, payload)
+            .is_err()
+        {
+            metrics::counter!("paxosstore_peer_send_dropped_total").increment(1);
+        }
+    }
+}
+
+/// What a wake-up holds back until its end, and the clients waiting for replies.
+struct Held {
+    replies: HashMap<u64, oneshot::Sender<Reply>>,
+    next_client: u64,
+    updates: Vec<EntityUpdate>,
+    persisted: Vec<(Bytes, u64)>,
+    /// One batch per node id (at most 8 nodes).
+    batches: Vec<codec::MessageBatch>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held {
+            replies: HashMap::new(),
+            next_client: 1,
+            updates: Vec::new(),
+            persisted: Vec::new(),
+            batches: (0..8).map(|_| codec::MessageBatch::default()).collect(),
         }
     }
 }
