@@ -543,7 +543,18 @@ impl Entity {
         while i < self.held.len() {
             if self.held[i].0 <= durable {
                 let (_, msg) = self.held.remove(i);
-                self.events.push_back(Event::Send(msg));
+                // Meanwhile the peer showed it knows the choice: the message (typically
+                // the proposer's "chosen" to the peer whose answer came second) has
+                // nothing left to tell it.
+                let stale = msg.kind == Kind::Sync
+                    && !msg.catchup
+                    && self
+                        .slots
+                        .get(&msg.entry)
+                        .is_some_and(|s| s.view.is_chosen() && s.view.get(msg.to).chosen);
+                if !stale {
+                    self.events.push_back(Event::Send(msg));
+                }
             } else {
                 i += 1;
             }
@@ -810,7 +821,23 @@ impl Entity {
             slot.dirty = true;
         }
         let newly_chosen = slot.view.is_chosen() && old_status != Status::Chosen;
-        if broadcast || newly_chosen {
+        // A node that learns the choice from a peer's message answers that peer only:
+        // the peer is either the proposer (which tells the peers it has not heard
+        // from once it learns the choice too) or already knows. Telling every peer
+        // here as well cost two of the six messages of a 3-node write (each acceptor
+        // told the other what it already knew) and a third of all messages in 5.
+        // A node that misses every message learns later, from the next message about
+        // the entity (its `max_chosen`) or a read's check.
+        let learnt_from_peer = newly_chosen && !broadcast;
+        if learnt_from_peer {
+            if !msg.sender.chosen || need_sync {
+                self.intents.push(Intent::Sync {
+                    to: from,
+                    entry: x,
+                    catchup: false,
+                });
+            }
+        } else if broadcast || newly_chosen {
             self.intents.push(Intent::Broadcast { entry: x });
         } else if need_sync {
             self.intents.push(Intent::Sync {
