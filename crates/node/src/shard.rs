@@ -814,18 +814,17 @@ impl Shard {
         if self.cached_bytes <= self.cfg.max_cached_bytes {
             return;
         }
-        let mut budget_scan = 64;
-        let keys: Vec<(u64, Bytes)> = self
-            .lru
-            .iter()
-            .map(|(k, v)| (*k, v.clone()))
-            .take(256)
-            .collect();
-        for (k, e) in keys {
-            if self.cached_bytes <= self.cfg.max_cached_bytes || budget_scan == 0 {
+        // The 64 least recently used are candidates; a busy one is skipped. Only their
+        // stamps are copied out: this runs on every wake-up while the cache is full,
+        // and it used to copy 256 names to look at 64.
+        let stamps: Vec<u64> = self.lru.keys().take(64).copied().collect();
+        for k in stamps {
+            if self.cached_bytes <= self.cfg.max_cached_bytes {
                 break;
             }
-            budget_scan -= 1;
+            let Some(e) = self.lru.get(&k).cloned() else {
+                continue;
+            };
             let idle = self.slots.get(&e).is_some_and(|s| {
                 s.batch.is_none()
                     && s.queue.is_empty()
