@@ -97,6 +97,19 @@ pub struct Request {
     pub watch: Vec<(Bytes, u64)>,
 }
 
+impl Request {
+    /// One command, no request id, no WATCH, linearizable.
+    pub fn single(cmd: Command) -> Request {
+        Request {
+            cmds: vec![cmd],
+            multi: false,
+            stale_ok: false,
+            request_id: 0,
+            watch: Vec::new(),
+        }
+    }
+}
+
 /// An effect for the runtime.
 #[derive(Clone, Debug)]
 pub enum Output {

@@ -128,11 +128,8 @@ impl Cluster {
         let cmd = parse_command(&args).unwrap();
         let entity = Bytes::copy_from_slice(resp::entity_of(cmd.keys()[0]));
         let req = Request {
-            cmds: vec![cmd],
-            multi: false,
-            stale_ok: false,
             request_id,
-            watch: Vec::new(),
+            ..Request::single(cmd)
         };
         self.shards[node].submit(self.now, 0, client, entity, req);
         self.pump(node);

@@ -541,13 +541,7 @@ fn dispatch(
             let versions = keys
                 .into_iter()
                 .map(|k| {
-                    let req = Request {
-                        cmds: vec![Command::VGet(k.clone())],
-                        multi: false,
-                        stale_ok: false,
-                        request_id: 0,
-                        watch: Vec::new(),
-                    };
+                    let req = Request::single(Command::VGet(k.clone()));
                     let p = submit(shared, Bytes::copy_from_slice(entity_of(&k)), req);
                     (k, p)
                 })
@@ -596,11 +590,9 @@ fn route_entity_command(
             }
         }
         let req = Request {
-            cmds: vec![cmd],
-            multi: false,
             stale_ok,
             request_id,
-            watch: Vec::new(),
+            ..Request::single(cmd)
         };
         return (submit(shared, entity, req), name, false);
     }
@@ -615,11 +607,8 @@ fn route_entity_command(
             .iter()
             .map(|k| {
                 let req = Request {
-                    cmds: vec![mk(vec![k.clone()])],
-                    multi: false,
                     stale_ok,
-                    request_id: 0,
-                    watch: Vec::new(),
+                    ..Request::single(mk(vec![k.clone()]))
                 };
                 match submit(shared, Bytes::copy_from_slice(entity_of(k)), req) {
                     Pending::One(rx) => rx,
@@ -683,11 +672,8 @@ pub(crate) async fn propose_here(
         Err(e) => return Reply::error(e.to_string()),
     };
     let req = Request {
-        cmds: vec![cmd],
-        multi: false,
-        stale_ok: false,
         request_id,
-        watch: Vec::new(),
+        ..Request::single(cmd)
     };
     resolve(submit(&shared, entity, req)).await
 }
@@ -795,13 +781,7 @@ async fn dbsize(shared: Arc<Shared>) -> Reply {
         let waits: Vec<_> = chunk
             .iter()
             .map(|(entity, keys)| {
-                let req = Request {
-                    cmds: vec![Command::Exists(keys.clone())],
-                    multi: false,
-                    stale_ok: false,
-                    request_id: 0,
-                    watch: Vec::new(),
-                };
+                let req = Request::single(Command::Exists(keys.clone()));
                 submit(&shared, entity.clone(), req)
             })
             .collect();
@@ -850,13 +830,7 @@ async fn keys(shared: Arc<Shared>, pattern: Bytes) -> Reply {
         let waits: Vec<_> = chunk
             .iter()
             .map(|(entity, key)| {
-                let req = Request {
-                    cmds: vec![Command::Type(key.clone())],
-                    multi: false,
-                    stale_ok: false,
-                    request_id: 0,
-                    watch: Vec::new(),
-                };
+                let req = Request::single(Command::Type(key.clone()));
                 (key, submit(&shared, entity.clone(), req))
             })
             .collect();
@@ -903,11 +877,8 @@ async fn flush(shared: Arc<Shared>) -> Reply {
                 .iter()
                 .map(|(entity, keys)| {
                     let req = Request {
-                        cmds: vec![Command::Del(keys.clone())],
                         multi: true,
-                        stale_ok: false,
-                        request_id: 0,
-                        watch: Vec::new(),
+                        ..Request::single(Command::Del(keys.clone()))
                     };
                     submit(&shared, entity.clone(), req)
                 })

@@ -476,11 +476,8 @@ pub fn on_forward(shared: &Arc<Shared>, from: NodeId, payload: Bytes) {
         return reply_to(shared, f.id, &f.entity, &Reply::error(REFUSED_DISK));
     }
     let req = Request {
-        cmds: vec![cmd],
-        multi: false,
-        stale_ok: false,
         request_id: f.request_id,
-        watch: Vec::new(),
+        ..Request::single(cmd)
     };
     // Queued on the shard here, in frame order (one entity's frames share a link), so
     // the home runs one origin's writes to an entity in the order they were sent.
