@@ -14,6 +14,16 @@ cleanup() {
 trap cleanup EXIT
 
 start_local_cluster() {
+    # A port already answering would be a stray server from an earlier run: the
+    # readiness check below would then measure it instead of the new cluster.
+    local p
+    for p in "$PORT" $((PORT + 1)) $((PORT + 2)) $((PORT + 10000)) $((PORT + 10001)) \
+        $((PORT + 10002)) $((PORT + 20000)) $((PORT + 20001)) $((PORT + 20002)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            echo "port $p is in use (a server left from an earlier run?); set PORT to another base" >&2
+            return 1
+        fi
+    done
     cp "$BIN" "$W/bin"
     # The demo writes node<i>.toml and starts; stop it and start the nodes ourselves.
     timeout 2 "$W/bin" demo --nodes 3 --port "$PORT" --data-dir "$W/d" >/dev/null 2>&1 || true
