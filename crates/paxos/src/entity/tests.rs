@@ -149,6 +149,48 @@ fn fast_path_write_by_acceptor_0_takes_one_round_trip() {
 }
 
 #[test]
+fn a_three_node_fast_path_write_is_four_messages_and_everyone_learns_it() {
+    let mut net = Net::new(3);
+    net.write(0, 1, b"a");
+    // Two accepts out, two replies back: each acceptor knows the entry chosen from
+    // the proposer's record and its own, so it tells the proposer only, and the
+    // proposer has nobody left to tell.
+    assert_eq!(net.run(), 4);
+    assert_eq!(net.outcome(1), Some(Outcome::Written { entry: 1 }));
+    for i in 0..3 {
+        assert_eq!(net.nodes[i].applied(), 1, "node {i} learnt entry 1");
+    }
+    // The next write takes the pre-authorised path and costs the same.
+    net.write(0, 2, b"b");
+    assert_eq!(net.run(), 4);
+    assert_eq!(net.outcome(2), Some(Outcome::Written { entry: 2 }));
+}
+
+#[test]
+fn a_quiet_entity_gives_back_its_buffers() {
+    let mut net = Net::new(3);
+    for t in 1..=20 {
+        net.write((t % 3) as usize, t, b"v");
+        net.run();
+        net.tick(1_000);
+        net.run();
+    }
+    for (i, node) in net.nodes.iter_mut().enumerate() {
+        assert!(node.is_idle(), "node {i} idle");
+        node.shrink_idle_buffers();
+        assert_eq!(
+            (
+                node.events.capacity(),
+                node.held.capacity(),
+                node.intents.capacity()
+            ),
+            (0, 0, 0),
+            "node {i}: idle buffers keep no capacity"
+        );
+    }
+}
+
+#[test]
 fn the_entity_home_holds_the_fast_path_for_entry_1() {
     let mut net = Net::with_home(3, 2);
     assert_eq!(net.nodes[2].pre_authorised_entry(), Some(1));
