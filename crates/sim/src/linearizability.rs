@@ -1,10 +1,11 @@
-//! A linearizability checker for single-register histories (one per entity), in the
-//! style of Wing & Gong with Lowe's memoisation (as in Porcupine).
+//! A linearizability checker for single-register histories (one per entity): the
+//! register as a [`Model`], checked by the generic [`check_model`] (Wing & Gong with
+//! Lowe's memoisation, as in Porcupine).
 //!
 //! Operations whose outcome is unknown (timeouts) get an infinite response time: they
 //! may take effect at any point after their invocation, or never.
 
-use std::collections::HashSet;
+use crate::model::{check_model, Entry, Model};
 
 /// What a client did to one register.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,149 +33,40 @@ pub struct Violation {
     pub detail: String,
 }
 
-#[derive(Clone, Copy)]
-struct Event {
-    op: usize,
-    is_call: bool,
-    time: u64,
+/// Steps the search may take before it gives up (reported as a violation).
+const MAX_STEPS: u64 = 50_000_000;
+
+/// One register: its state is the last value id written (`None` before any write).
+struct Register;
+
+impl Model for Register {
+    type State = Option<u64>;
+    type Op = OpKind;
+    fn step(&self, state: &Option<u64>, op: &OpKind, known: bool) -> Option<Option<u64>> {
+        match op {
+            OpKind::Write(v) => Some(Some(*v)),
+            OpKind::Read(r) => (!known || r == state).then_some(*state),
+        }
+    }
 }
 
 /// Check one register's history. Reads of unknown outcome are ignored (they constrain
 /// nothing). Exponential in the worst case; the memo keeps real histories fast.
 pub fn check_register(history: &[Op]) -> Result<(), Violation> {
-    let ops: Vec<&Op> = history
+    let entries: Vec<Entry<OpKind>> = history
         .iter()
         .filter(|o| !(matches!(o.kind, OpKind::Read(_)) && o.respond.is_none()))
+        .map(|o| Entry {
+            client: o.client,
+            invoke: o.invoke,
+            respond: o.respond,
+            op: o.kind.clone(),
+        })
         .collect();
-    let n = ops.len();
-    if n == 0 {
-        return Ok(());
-    }
-    // Event list: calls before returns at equal times (equal times overlap).
-    let mut events: Vec<Event> = Vec::with_capacity(2 * n);
-    for (i, o) in ops.iter().enumerate() {
-        events.push(Event {
-            op: i,
-            is_call: true,
-            time: o.invoke,
-        });
-        events.push(Event {
-            op: i,
-            is_call: false,
-            time: o.respond.unwrap_or(u64::MAX),
-        });
-    }
-    events.sort_by_key(|e| (e.time, !e.is_call, e.op));
-    // Doubly linked list over event indices, with a head sentinel at index len.
-    let len = events.len();
-    let head = len;
-    let mut next = vec![usize::MAX; len + 1];
-    let mut prev = vec![usize::MAX; len + 1];
-    let mut call_pos = vec![0usize; n];
-    let mut ret_pos = vec![0usize; n];
-    let mut last = head;
-    for (i, e) in events.iter().enumerate() {
-        next[last] = i;
-        prev[i] = last;
-        last = i;
-        if e.is_call {
-            call_pos[e.op] = i;
-        } else {
-            ret_pos[e.op] = i;
-        }
-    }
-    let words = n.div_ceil(64);
-    let mut linearized = vec![0u64; words];
-    let mut cache: HashSet<(Vec<u64>, Option<u64>)> = HashSet::new();
-    let mut stack: Vec<(usize, Option<u64>)> = Vec::new();
-    let mut state: Option<u64> = None;
-    let mut cur = next[head];
-    let mut steps: u64 = 0;
-    let unlink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
-        let (p, nx) = (prev[i], next[i]);
-        next[p] = nx;
-        if nx != usize::MAX {
-            prev[nx] = p;
-        }
-    };
-    let relink = |next: &mut Vec<usize>, prev: &mut Vec<usize>, i: usize| {
-        let (p, nx) = (prev[i], next[i]);
-        next[p] = i;
-        if nx != usize::MAX {
-            prev[nx] = i;
-        }
-    };
-    while next[head] != usize::MAX {
-        steps += 1;
-        if steps > 50_000_000 {
-            return Err(Violation {
-                ops: n,
-                detail: "search too large".into(),
-            });
-        }
-        if cur == usize::MAX {
-            // Ran off the end without linearizing everything: backtrack.
-            let Some((op, st)) = stack.pop() else {
-                return Err(violation(&ops));
-            };
-            state = st;
-            linearized[op / 64] &= !(1 << (op % 64));
-            relink(&mut next, &mut prev, ret_pos[op]);
-            relink(&mut next, &mut prev, call_pos[op]);
-            cur = next[call_pos[op]];
-            continue;
-        }
-        let e = events[cur];
-        if e.is_call {
-            let op = ops[e.op];
-            let (ok, new_state) = match op.kind {
-                OpKind::Write(v) => (true, Some(v)),
-                OpKind::Read(r) => (r == state, state),
-            };
-            if ok {
-                let mut lin = linearized.clone();
-                lin[e.op / 64] |= 1 << (e.op % 64);
-                if cache.insert((lin.clone(), new_state)) {
-                    stack.push((e.op, state));
-                    state = new_state;
-                    linearized = lin;
-                    unlink(&mut next, &mut prev, call_pos[e.op]);
-                    unlink(&mut next, &mut prev, ret_pos[e.op]);
-                    cur = next[head];
-                    continue;
-                }
-            }
-            cur = next[cur];
-        } else {
-            // A return whose call is not linearized yet: this branch is dead.
-            let Some((op, st)) = stack.pop() else {
-                return Err(violation(&ops));
-            };
-            state = st;
-            linearized[op / 64] &= !(1 << (op % 64));
-            relink(&mut next, &mut prev, ret_pos[op]);
-            relink(&mut next, &mut prev, call_pos[op]);
-            cur = next[call_pos[op]];
-        }
-    }
-    Ok(())
-}
-
-fn violation(ops: &[&Op]) -> Violation {
-    let mut detail = String::new();
-    for o in ops {
-        detail.push_str(&format!(
-            "  client {} [{}, {}] {:?}\n",
-            o.client,
-            o.invoke,
-            o.respond.map_or("?".to_string(), |r| r.to_string()),
-            o.kind
-        ));
-    }
-    Violation {
-        ops: ops.len(),
-        detail,
-    }
+    check_model(&Register, None, &entries, MAX_STEPS).map_err(|v| Violation {
+        ops: v.ops,
+        detail: v.detail,
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! A linearizability checker for any sequential model (Wing & Gong with Lowe's
-//! memoisation, the algorithm of [`crate::linearizability`] generalised from one
-//! register to a state machine given by [`Model::step`]). Used by the fault-test
+//! memoisation, over a state machine given by [`Model::step`]). Used by the
+//! simulator's register checker ([`crate::linearizability`]) and by the fault-test
 //! harness (`crates/jepsen`) on histories of real clusters.
 //!
 //! Operations whose outcome is unknown get `respond: None` (an infinite response
@@ -247,8 +247,8 @@ fn report<O: std::fmt::Debug>(
 mod tests {
     use super::*;
 
-    /// A register with reads and writes, to cross-check against
-    /// [`crate::linearizability::check_register`].
+    /// A register with reads and writes, checked directly (the simulator's
+    /// `crate::linearizability` wraps the same model).
     struct Reg;
     #[derive(Debug, Clone)]
     enum RegOp {
