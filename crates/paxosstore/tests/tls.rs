@@ -11,58 +11,23 @@
 //!
 //! No sleeps as synchronisation: every wait polls a condition against a deadline.
 
-use std::collections::BTreeSet;
 use std::fs::OpenOptions;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+mod common;
+use common::{free_ports, poll, read_reply, Reply, BIN, N};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
-const BIN: &str = env!("CARGO_BIN_EXE_paxosstore");
-const N: usize = 3;
 const PEER_SECRET: &str = "peer-secret-5f1e9c";
 const PASSWORD: &str = "client-password-8a2d47";
-
-fn poll<T>(secs: u64, what: &str, mut f: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match f() {
-            Ok(v) => return v,
-            Err(e) if Instant::now() >= deadline => {
-                panic!("timed out after {secs}s waiting for {what}; last: {e}")
-            }
-            Err(_) => {
-                // Back-off between polls; pacing, not synchronisation.
-                thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
-fn free_ports(n: usize) -> Vec<u16> {
-    static USED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    let mut used = USED.lock().unwrap_or_else(|e| e.into_inner());
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-        let p = l.local_addr().expect("local addr").port();
-        held.push(l);
-        if used.insert(p) {
-            ports.push(p);
-        }
-    }
-    ports
-}
 
 // ---------------------------------------------------------------------------
 // Certificates
@@ -105,54 +70,6 @@ fn pki_named(n: usize, ca_name: &str) -> Pki {
 // ---------------------------------------------------------------------------
 // Clients: RESP over rustls, plain HTTP for the admin port
 // ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Reply>>),
-}
-
-fn bad(msg: String) -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::InvalidData, msg)
-}
-
-fn read_reply(r: &mut impl BufRead) -> std::io::Result<Reply> {
-    let mut line = Vec::new();
-    r.read_until(b'\n', &mut line)?;
-    if !line.ends_with(b"\r\n") {
-        return Err(bad(format!("unterminated or missing line {line:?}")));
-    }
-    line.truncate(line.len() - 2);
-    let text = String::from_utf8_lossy(&line[1..]).into_owned();
-    let num = || {
-        text.parse::<i64>()
-            .map_err(|_| bad(format!("bad number {text:?}")))
-    };
-    Ok(match line[0] {
-        b'+' => Reply::Simple(text.clone()),
-        b'-' => Reply::Error(text.clone()),
-        b':' => Reply::Int(num()?),
-        b'$' => match usize::try_from(num()?) {
-            Err(_) => Reply::Bulk(None),
-            Ok(n) => {
-                let mut buf = vec![0u8; n + 2];
-                r.read_exact(&mut buf)?;
-                buf.truncate(n);
-                Reply::Bulk(Some(buf))
-            }
-        },
-        b'*' => match usize::try_from(num()?) {
-            Err(_) => Reply::Array(None),
-            Ok(n) => Reply::Array(Some(
-                (0..n).map(|_| read_reply(r)).collect::<Result<_, _>>()?,
-            )),
-        },
-        t => return Err(bad(format!("unexpected reply type {:?}", t as char))),
-    })
-}
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
@@ -223,14 +140,9 @@ impl TlsResp {
     }
 }
 
+/// The body of an admin page (`common::http_get` without the status code).
 fn http_get(addr: &str, path: &str) -> Result<String, String> {
-    let mut s = TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
-    Ok(text)
+    common::http_get(addr, path).map(|(_, body)| body)
 }
 
 /// Send `bytes` and read until the server closes; Err if it answers or stays open.
