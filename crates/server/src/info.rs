@@ -21,6 +21,42 @@ pub struct Registry {
     pub rejected: AtomicU64,
     pub keyspace_hits: AtomicU64,
     pub keyspace_misses: AtomicU64,
+    /// `instantaneous_ops_per_sec`, sampled from `total_commands`.
+    ops_meter: Mutex<OpsMeter>,
+}
+
+/// Samples a counter every [`OPS_SAMPLE_MS`] and reports the mean rate over the last
+/// [`OPS_SAMPLES`] samples (1.6 s), as Redis computes `instantaneous_ops_per_sec`.
+#[derive(Default)]
+pub struct OpsMeter {
+    last: Option<(u64, u64)>,
+    rates: [u64; OPS_SAMPLES],
+    next: usize,
+}
+
+/// Samples kept by [`OpsMeter`].
+pub const OPS_SAMPLES: usize = 16;
+/// How often the runtime samples the command counter.
+pub const OPS_SAMPLE_MS: u64 = 100;
+
+impl OpsMeter {
+    /// Record that the counter was `count` at `now_ms`.
+    pub fn sample(&mut self, now_ms: u64, count: u64) {
+        if let Some((t, c)) = self.last {
+            let dt = now_ms.saturating_sub(t);
+            if dt == 0 {
+                return;
+            }
+            self.rates[self.next] = count.saturating_sub(c).saturating_mul(1000) / dt;
+            self.next = (self.next + 1) % OPS_SAMPLES;
+        }
+        self.last = Some((now_ms, count));
+    }
+
+    /// Operations per second, averaged over the kept samples.
+    pub fn per_sec(&self) -> u64 {
+        self.rates.iter().sum::<u64>() / OPS_SAMPLES as u64
+    }
 }
 
 /// One connection as `CLIENT LIST` shows it.
@@ -117,6 +153,13 @@ impl Drop for Registered {
 }
 
 impl Registry {
+    /// Sample the command counter for `instantaneous_ops_per_sec` (the runtime calls
+    /// this every [`OPS_SAMPLE_MS`]).
+    pub fn sample_ops(&self, now_ms: u64) {
+        let count = self.total_commands.load(Ordering::Relaxed);
+        lock(&self.ops_meter).sample(now_ms, count);
+    }
+
     /// Every live connection, by id.
     pub fn snapshot(&self) -> Vec<Arc<ConnInfo>> {
         lock(&self.live).values().cloned().collect()
@@ -201,9 +244,11 @@ pub fn render(input: &InfoInput<'_>, sections: &[&str]) -> String {
             ),
             "stats" => format!(
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 instantaneous_ops_per_sec:{}\r\n\
                  rejected_connections:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n",
                 r.total_connections.load(Ordering::Relaxed),
                 r.total_commands.load(Ordering::Relaxed),
+                lock(&r.ops_meter).per_sec(),
                 r.rejected.load(Ordering::Relaxed),
                 r.keyspace_hits.load(Ordering::Relaxed),
                 r.keyspace_misses.load(Ordering::Relaxed),
@@ -284,9 +329,33 @@ mod tests {
     }
 
     #[test]
+    fn ops_meter_averages_the_last_sixteen_samples() {
+        let mut m = OpsMeter::default();
+        assert_eq!(m.per_sec(), 0);
+        m.sample(0, 0);
+        // 16 samples at 100 ms, 50 commands each: 500 ops/s.
+        for i in 1..=16u64 {
+            m.sample(i * 100, i * 50);
+        }
+        assert_eq!(m.per_sec(), 500);
+        // Idle for 8 samples: half of the window is zero.
+        for i in 17..=24u64 {
+            m.sample(i * 100, 16 * 50);
+        }
+        assert_eq!(m.per_sec(), 250);
+        // Same timestamp twice (no time passed): ignored, no division by zero.
+        m.sample(2_400, 10_000);
+        assert_eq!(m.per_sec(), 250);
+    }
+
+    #[test]
     fn render_fields() {
         let reg = Registry::default();
         reg.total_connections.store(7, Ordering::Relaxed);
+        reg.total_commands.store(30, Ordering::Relaxed);
+        reg.sample_ops(0);
+        reg.total_commands.store(190, Ordering::Relaxed);
+        reg.sample_ops(100);
         reg.lookup(true);
         reg.lookup(false);
         reg.lookup(false);
@@ -299,6 +368,8 @@ mod tests {
             "total_connections_received:7\r\n",
             "keyspace_hits:1\r\nkeyspace_misses:2\r\n",
             "rejected_connections:0\r\n",
+            // 160 commands in 100 ms is 1 600/s, over a 16-sample window: 100.
+            "total_commands_processed:190\r\ninstantaneous_ops_per_sec:100\r\n",
             "member0:id=0,peer=127.0.0.1:17379,state=down\r\n",
             "member1:id=1,peer=127.0.0.1:17380,state=self\r\n",
             "member2:id=2,peer=127.0.0.1:17381,state=up,channels=2\r\n",

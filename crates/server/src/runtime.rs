@@ -305,6 +305,18 @@ pub async fn run(
     tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, admin = %cfg.admin_addr, "node started");
 
     let admin_task = tokio::spawn(crate::admin::serve(admin_listener, shared.clone()));
+    // INFO's instantaneous_ops_per_sec: sample the command counter like Redis does.
+    let ops_shared = shared.clone();
+    let ops_task = tokio::spawn(async move {
+        let period = std::time::Duration::from_millis(crate::info::OPS_SAMPLE_MS);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now_ms = ops_shared.started.elapsed().as_millis() as u64;
+            ops_shared.registry.sample_ops(now_ms);
+        }
+    });
     let limit = Arc::new(Semaphore::new(cfg.max_clients));
     let accept_shared = shared.clone();
     let accept_task = tokio::spawn(async move {
@@ -349,6 +361,7 @@ pub async fn run(
     tracing::info!("shutting down: no new clients; finishing in-flight work");
     accept_task.abort();
     admin_task.abort();
+    ops_task.abort();
     peer_task.abort();
     link_task.abort();
     // Shards answer what is queued with an error; persists already submitted finish.
