@@ -426,7 +426,8 @@ pub fn try_forward(
             // this proposal a no-op answered with the first reply if so.
             Ok(Ok(ForwardOutcome::LinkLost)) => {
                 metrics::counter!("paxosstore_forward_link_lost_total").increment(1);
-                crate::client::propose_here(shared, entity, &argv, request_id).await
+                let r = crate::client::propose_here(shared, entity, &argv, request_id).await;
+                outcome_after_link_lost(r)
             }
             _ => {
                 shared.forwarder.cancel(id);
@@ -435,6 +436,18 @@ pub fn try_forward(
             }
         }
     })
+}
+
+/// The reply to a forwarded write whose link to the home was lost, given what
+/// proposing it here answered. The home may have applied it already, so an error
+/// here (no majority reachable, overload, a failed persist, or the command's own
+/// error) does not show the write was not applied: it is an unknown outcome. The
+/// fault tests caught a `CLUSTERDOWN` answered for a write that the home had applied.
+fn outcome_after_link_lost(r: Reply) -> Reply {
+    match r {
+        Reply::Error(_) => Reply::error("TIMEOUT the write's outcome is unknown"),
+        r => r,
+    }
 }
 
 /// Home: a peer forwarded a write. Check it, run it on the local shard, and send the
@@ -603,5 +616,15 @@ mod tests {
             assert!(id >> 56 >= 0x80, "{id:x}");
             assert_ne!(id, g.fresh_request_id(seq), "another process, another id");
         }
+    }
+
+    #[test]
+    fn after_a_lost_link_an_error_is_an_unknown_outcome() {
+        let clusterdown = Reply::error("CLUSTERDOWN The cluster is down");
+        assert_eq!(
+            outcome_after_link_lost(clusterdown),
+            Reply::error("TIMEOUT the write's outcome is unknown")
+        );
+        assert_eq!(outcome_after_link_lost(Reply::ok()), Reply::ok());
     }
 }
