@@ -9,7 +9,9 @@
 #
 # BIN (target/release/paxosstore): the server binary. OVR: "key = value" settings,
 # separated by ';', replacing the demo's. PORT (18500): client port of node 0.
-# A read workload (get=1) is preceded by a 2 s write phase so the keys exist.
+# A read workload (get=1) is preceded by a write phase so the keys exist: PRE, the
+# bench arguments of that phase ("-c 64 -d 2 --mix set=1 --keys 10000"); for a
+# cold-read run give it --preload over the read's key count.
 # The warm-up's CPU is included, its operations are not: compare runs made alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ cpu() {
 }
 if [[ "$ARGS" == *get=1* ]]; then
     # shellcheck disable=SC2086
-    "$BENCH" --target "$TARGET" -c 64 -d 2 --mix set=1 --keys 10000 --value-size 100 --no-progress >/dev/null
+    "$BENCH" --target "$TARGET" ${PRE:--c 64 -d 2 --mix set=1 --keys 10000} --value-size 100 --no-progress >/dev/null
 fi
 c0=$(cpu)
 s0=$(awk '/^ctxt/{print $2}' /proc/stat)
@@ -44,5 +46,6 @@ ticks, switches, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 print(f"server CPU per op: {ticks * 1e6 / hz / ops:.1f} us; context switches per op: {switches / ops:.1f}")
 PY
 # Node 0's storage work over the run (persisted updates, fsync batches).
-curl -s "127.0.0.1:$((PORT + 20000))/metrics" | grep -E '^paxosstore_(fsync_updates|fsync_batches|proposals) ' |
+curl -s "127.0.0.1:$((PORT + 20000))/metrics" | grep -E '^paxosstore_(fsync_updates|fsync_batches|proposals|entity_loads|evictions|probe_summaries|probes_answered_from_summary) ' |
     sed 's/^/node 0 /'
+echo "node 0 data directory: $(du -sm "$W/d/node0" | cut -f1) MiB; RSS $(awk '/VmRSS/{print int($2/1024)}' "/proc/${pids[0]}/status") MiB"
