@@ -16,3 +16,4 @@ pub mod fuzz;
 pub mod kv;
 pub mod route;
 pub mod shard;
+pub mod summaries;

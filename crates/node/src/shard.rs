@@ -25,6 +25,7 @@ use resp::{Command, Reply};
 
 use crate::exec::{self, Access};
 use crate::kv::KvState;
+use crate::summaries::Summaries;
 
 /// Memory a cached entity costs beyond its payload (see the end of `settle`).
 const ENTITY_OVERHEAD: usize = 2 << 10;
@@ -63,6 +64,8 @@ pub struct ShardConfig {
     /// Catch-up messages this shard may send per second (a token bucket); beyond it
     /// they are dropped and re-sent later, so a lagging node cannot flood its peers.
     pub catchup_max_per_sec: u64,
+    /// Probe summaries of evicted entities kept (see [`crate::summaries`]); 0 = off.
+    pub max_probe_summaries: usize,
 }
 
 impl ShardConfig {
@@ -77,6 +80,7 @@ impl ShardConfig {
             max_parked_messages: 16,
             rejoin: false,
             catchup_max_per_sec: 20_000,
+            max_probe_summaries: 0,
         }
     }
 }
@@ -155,6 +159,10 @@ pub struct ShardStats {
     pub queued: u64,
     pub batched_requests: u64,
     pub duplicates: u64,
+    /// Read probes answered from an evicted entity's summary, without a load.
+    pub probes_from_summary: u64,
+    /// Summaries kept (at the time of the query).
+    pub probe_summaries: u64,
 }
 
 #[derive(Debug)]
@@ -214,13 +222,14 @@ pub struct Shard {
     catchup_refill_at: u64,
     /// Peers the runtime sees connected (bit per node id), passed to each read.
     live_peers: u8,
+    /// How evicted entities answer read probes without being loaded.
+    summaries: Summaries,
 }
 
 impl Shard {
     /// `seed` feeds the cores' randomness (jitter, read ids).
     pub fn new(cfg: ShardConfig, seed: u64) -> Self {
         Self {
-            cfg,
             slots: HashMap::new(),
             lru: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -234,6 +243,8 @@ impl Shard {
             catchup_tokens: 0,
             catchup_refill_at: 0,
             live_peers: u8::MAX,
+            summaries: Summaries::new(cfg.max_probe_summaries, seed),
+            cfg,
         }
     }
 
@@ -247,6 +258,7 @@ impl Shard {
         s.entities_cached = self.slots.len() as u64;
         s.cached_bytes = self.cached_bytes as u64;
         s.queued = self.slots.values().map(|sl| sl.queue.len() as u64).sum();
+        s.probe_summaries = self.summaries.len() as u64;
         s
     }
 
@@ -302,6 +314,21 @@ impl Shard {
 
     /// A peer message about `entity`.
     pub fn on_message(&mut self, now: u64, wall_ms: i64, entity: Bytes, msg: Message) {
+        if !self.slots.contains_key(&entity) {
+            let (me, n) = (self.cfg.paxos.me, self.cfg.paxos.n);
+            let answer = self
+                .summaries
+                .get(&entity)
+                .and_then(|s| s.answer(me, n, &msg));
+            if let Some(answer) = answer {
+                self.stats.probes_from_summary += 1;
+                self.out.push_back(Output::Send {
+                    entity,
+                    msg: answer,
+                });
+                return;
+            }
+        }
         let max_parked = self.cfg.max_parked_messages;
         let slot = self.slot(&entity);
         match &mut slot.core {
@@ -409,6 +436,7 @@ impl Shard {
         let touch = self.touch;
         if !self.slots.contains_key(entity) {
             self.stats.loads += 1;
+            self.summaries.remove(entity);
             self.out.push_back(Output::Load {
                 entity: entity.clone(),
             });
@@ -845,6 +873,9 @@ impl Shard {
             });
             if idle {
                 if let Some(slot) = self.slots.remove(&e) {
+                    if let Some(s) = slot.core.as_ref().and_then(|c| c.probe_summary()) {
+                        self.summaries.insert(&e, s);
+                    }
                     self.lru.remove(&k);
                     if let Some(t) = slot.timer {
                         self.timers.remove(&(t, e.clone()));

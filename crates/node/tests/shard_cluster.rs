@@ -27,6 +27,7 @@ struct Cluster {
 fn cfg(me: u8) -> ShardConfig {
     let mut c = ShardConfig::new(Config::new(3, me));
     c.max_cached_bytes = 1 << 20;
+    c.max_probe_summaries = 10_000;
     c
 }
 
@@ -221,6 +222,42 @@ fn idle_entities_are_evicted_under_the_memory_budget() {
     assert_eq!(
         c.call(0, 5000, &["GET", "big0"], 0),
         Reply::Bulk(Bytes::from(value))
+    );
+}
+
+#[test]
+fn evicted_entities_answer_read_probes_without_loading_and_stay_current() {
+    let mut c = Cluster::new();
+    let value = "v".repeat(2000);
+    for k in 0..800u64 {
+        c.call(0, k + 1, &["SET", &format!("big{k}"), &value], 0);
+    }
+    let loads = |c: &Cluster| c.shards.iter().map(|s| s.stats().loads).sum::<u64>();
+    let answered = |c: &Cluster| {
+        c.shards
+            .iter()
+            .map(|s| s.stats().probes_from_summary)
+            .sum::<u64>()
+    };
+    assert!(c.shards[2].stats().probe_summaries > 0);
+    // Reads on node 1 of entities every node has evicted: each is one load (node 1's
+    // own); the probed peer answers from its summary.
+    let before = loads(&c);
+    for k in 0..20u64 {
+        let key = format!("big{k}");
+        assert_eq!(
+            c.call(1, 10_000 + k, &["GET", &key], 0),
+            Reply::Bulk(Bytes::from(value.clone()))
+        );
+    }
+    assert_eq!(answered(&c), 20, "every probe answered by a summary");
+    assert_eq!(loads(&c) - before, 20, "only the reader loaded");
+    // A write loads the entity again (dropping the summaries); a later read from a node
+    // that evicts nothing meanwhile still sees it.
+    assert_eq!(c.call(2, 20_000, &["SET", "big0", "new"], 0), Reply::ok());
+    assert_eq!(
+        c.call(1, 20_001, &["GET", "big0"], 0),
+        Reply::Bulk(Bytes::from_static(b"new"))
     );
 }
 

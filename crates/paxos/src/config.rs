@@ -41,6 +41,9 @@ pub enum Mutation {
     ForgetPromiseOnRestart,
     /// (Simulator) a node whose disk was wiped rejoins as if it were new.
     IgnoreWipe,
+    /// A probe summary forgets the records above the chosen entry, so an evicted
+    /// entity answers "empty" where it holds a promise or an accepted value.
+    SummaryForgetsRecords,
 }
 
 impl Config {

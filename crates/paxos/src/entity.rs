@@ -366,12 +366,22 @@ impl Entity {
     }
 
     /// Highest entry with a non-empty local record (or the applied one).
-    fn max_entry(&self) -> EntryId {
+    pub(crate) fn max_entry(&self) -> EntryId {
         self.slots
             .iter()
             .rev()
             .find(|(_, s)| !s.view.local().is_empty())
             .map_or(self.applied, |(&e, _)| e.max(self.applied))
+    }
+
+    /// Entries at or below this one this node neither votes nor proposes at (0 unless
+    /// its disk was wiped).
+    pub(crate) fn voting_floor(&self) -> EntryId {
+        self.floor
+    }
+
+    pub(crate) fn mutation(&self) -> crate::config::Mutation {
+        self.cfg.mutation
     }
 
     /// Whether this node is still waiting to learn its voting floor.

@@ -17,6 +17,7 @@ pub mod config;
 pub mod entity;
 pub mod entry;
 pub mod message;
+pub mod probe_summary;
 pub mod record;
 pub mod rng;
 
@@ -24,4 +25,5 @@ pub use config::{Config, Mutation};
 pub use entity::{Busy, Entity, Event, Outcome, RestoreError};
 pub use entry::{quorum, EntryView, Status};
 pub use message::{Kind, Message};
+pub use probe_summary::ProbeSummary;
 pub use record::{ballot_owner, Ballot, EntryId, NodeId, Record};

@@ -83,6 +83,13 @@ pub struct NodeConfig {
     pub forward_writes: bool,
     /// Memory budget for cached entities, MiB (LRU eviction above it).
     pub cache_mb: usize,
+    /// The storage engine's block cache, MiB: on-disk blocks kept decompressed in
+    /// memory, which is what serves an entity that is not cached (a cold read).
+    pub block_cache_mb: u64,
+    /// Evicted entities that keep a probe summary (17 bytes each, in a hash table that
+    /// grows by doubling), so a peer's read probe is answered without loading them
+    /// (0 = off).
+    pub probe_summaries: usize,
     /// Requests queued per entity before BUSY.
     pub max_queue_per_entity: usize,
     /// Maximum simultaneous client connections.
@@ -140,6 +147,10 @@ impl Default for NodeConfig {
             pre_auth: true,
             forward_writes: true,
             cache_mb: 256,
+            block_cache_mb: 256,
+            // 7 M per shard (the default 2) is the most that 8 M-slot tables hold:
+            // at most 2 x 136 MiB.
+            probe_summaries: 14_000_000,
             max_queue_per_entity: 1_024,
             max_clients: 10_000,
             client_idle_timeout_s: 0,
@@ -309,6 +320,10 @@ impl NodeConfig {
         }
         if self.channels_per_peer > 255 {
             return Err(field("channels_per_peer", "at most 255"));
+        }
+        // Far above any machine's memory, and its size in bytes fits a u64.
+        if self.block_cache_mb > 1 << 30 {
+            return Err(field("block_cache_mb", "at most 1073741824 (1 PiB)"));
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
             return Err(field("max_value_bytes", "must be 1 byte to 1 GiB"));

@@ -115,8 +115,13 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     cfg.validate()?;
     let epoch = Instant::now();
-    let storage: Arc<dyn Storage> =
-        Arc::new(FjallStorage::open(&cfg.data_dir, FjallOptions::default())?);
+    let storage: Arc<dyn Storage> = Arc::new(FjallStorage::open(
+        &cfg.data_dir,
+        FjallOptions {
+            cache_bytes: cfg.block_cache_mb << 20,
+            ..FjallOptions::default()
+        },
+    )?);
     // The rejoin rule, once asked for, sticks to the data directory.
     if cfg.rejoin {
         storage.put_node_meta("rejoin", b"1")?;
@@ -174,6 +179,7 @@ pub async fn run(
     shard_cfg.op_timeout_ms = cfg.op_timeout_ms;
     shard_cfg.max_queue = cfg.max_queue_per_entity;
     shard_cfg.max_cached_bytes = (cfg.cache_mb << 20) / cfg.shards;
+    shard_cfg.max_probe_summaries = cfg.probe_summaries / cfg.shards;
     shard_cfg.rejoin = rejoin;
     shard_cfg.catchup_max_per_sec = cfg.catchup_max_per_sec;
 

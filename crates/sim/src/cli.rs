@@ -58,11 +58,12 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     Some("minority-quorum") => paxos::Mutation::MinorityQuorum,
                     Some("forget-promise") => paxos::Mutation::ForgetPromiseOnRestart,
                     Some("ignore-wipe") => paxos::Mutation::IgnoreWipe,
-                    other => return Err(format!("--mutation: expected minority-quorum, forget-promise or ignore-wipe, got {other:?}")),
+                    Some("summary-forgets-records") => paxos::Mutation::SummaryForgetsRecords,
+                    other => return Err(format!("--mutation: expected minority-quorum, forget-promise, ignore-wipe or summary-forgets-records, got {other:?}")),
                 }
             }
             "-h" | "--help" => {
-                return Err("usage: paxosstore-sim --seeds N [--seed S] [--replicas 3|5|7] [--trace] [--threads T] [--mutation minority-quorum|forget-promise|ignore-wipe]".into())
+                return Err("usage: paxosstore-sim --seeds N [--seed S] [--replicas 3|5|7] [--trace] [--threads T] [--mutation minority-quorum|forget-promise|ignore-wipe|summary-forgets-records]".into())
             }
             other => return Err(format!("unknown argument: {other}")),
         }
@@ -92,13 +93,7 @@ pub fn main() -> i32 {
     let end = a.first + a.seeds;
     let failed: Mutex<Vec<(u64, String)>> = Mutex::new(Vec::new());
     let passed = AtomicU64::new(0);
-    let totals = [
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-        AtomicU64::new(0),
-    ];
+    let totals: [AtomicU64; 7] = std::array::from_fn(|_| AtomicU64::new(0));
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -116,6 +111,8 @@ pub fn main() -> i32 {
                 totals[2].fetch_add(report.messages, Ordering::Relaxed);
                 totals[3].fetch_add(report.crashes, Ordering::Relaxed);
                 totals[4].fetch_add(report.wipes, Ordering::Relaxed);
+                totals[5].fetch_add(report.evictions, Ordering::Relaxed);
+                totals[6].fetch_add(report.summary_answers, Ordering::Relaxed);
                 if a.trace {
                     for l in &report.trace {
                         println!("{l}");
@@ -145,8 +142,8 @@ pub fn main() -> i32 {
     let failed = failed.into_inner().unwrap_or_default();
     let t: Vec<u64> = totals.iter().map(|a| a.load(Ordering::Relaxed)).collect();
     println!(
-        "ops answered {}, unknown outcome {}, messages {}, crashes {} (disk wiped {}) over {} seeds ({} replicas)",
-        t[0], t[1], t[2], t[3], t[4], a.seeds, a.replicas
+        "ops answered {}, unknown outcome {}, messages {}, crashes {} (disk wiped {}), evictions {} (probes answered by a summary {}) over {} seeds ({} replicas)",
+        t[0], t[1], t[2], t[3], t[4], t[5], t[6], a.seeds, a.replicas
     );
     println!(
         "{} passed, {} failed",

@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use bytes::Bytes;
 use paxos::rng::Rng;
-use paxos::{Config, Entity, EntryId, Event, Message, Mutation, NodeId, Outcome, Record};
+use paxos::{
+    Config, Entity, EntryId, Event, Message, Mutation, NodeId, Outcome, ProbeSummary, Record,
+};
 
 use crate::linearizability::{check_register, Op, OpKind};
 
@@ -32,6 +34,8 @@ pub struct SimConfig {
     /// end-to-end checks).
     pub check_monotonic: bool,
     pub trace: bool,
+    /// Evict idle entities now and then (keeping probe summaries).
+    pub evict: bool,
 }
 
 /// Which faults are injected during the fault phase.
@@ -81,6 +85,7 @@ impl SimConfig {
             mutation: Mutation::None,
             check_monotonic: true,
             trace: false,
+            evict: true,
         }
     }
 }
@@ -95,6 +100,9 @@ pub struct SimReport {
     pub messages: u64,
     pub crashes: u64,
     pub wipes: u64,
+    pub evictions: u64,
+    /// Read probes answered by an evicted entity's summary.
+    pub summary_answers: u64,
     pub end_ms: u64,
 }
 
@@ -145,6 +153,9 @@ struct Node {
     inflight: BTreeMap<EntityNo, Req>,
     /// Restarted after a disk wipe: entities follow the rejoin rule.
     rejoining: bool,
+    /// Entities evicted from memory, with what answers read probes for them (as the
+    /// shard does under its memory budget).
+    summaries: BTreeMap<EntityNo, ProbeSummary>,
 }
 
 struct Client {
@@ -420,6 +431,7 @@ impl Sim {
         node.epoch += 1;
         node.entities.clear();
         node.values.clear();
+        node.summaries.clear();
         node.disk.clear();
         node.disk_busy_until = 0;
         let lost: Vec<Req> = std::mem::take(&mut node.inflight)
@@ -480,6 +492,7 @@ impl Sim {
                     return None;
                 }
             };
+            self.nodes[x as usize].summaries.remove(&ent);
             self.nodes[x as usize].entities.insert(ent, entity);
             self.drain(x, ent);
         }
@@ -604,6 +617,19 @@ impl Sim {
             return;
         }
         let now = self.now;
+        let node = &self.nodes[to as usize];
+        if !node.entities.contains_key(&ent) {
+            let answer = node
+                .summaries
+                .get(&ent)
+                .and_then(|s| s.answer(to, self.cfg.replicas, &m));
+            if let Some(answer) = answer {
+                self.report.summary_answers += 1;
+                self.trace(|| format!("node {to} e{ent} answers from its probe summary"));
+                self.send(ent, answer);
+                return;
+            }
+        }
         if let Some(e) = self.entity(to, ent) {
             e.handle_message(now, m);
         }
@@ -698,7 +724,47 @@ impl Sim {
                 }
             }
         }
+        self.evict();
         self.at(now + TICK_MS, Ev::Tick);
+    }
+
+    /// Drop some idle, quiescent entities from memory, keeping their probe summaries,
+    /// as a shard over its memory budget does: the next touch restores them from
+    /// their durable records, and a read probe before that is answered by the summary.
+    fn evict(&mut self) {
+        if !self.cfg.evict {
+            return;
+        }
+        for x in 0..self.nodes.len() {
+            let node = &self.nodes[x];
+            if !node.up {
+                continue;
+            }
+            let idle: Vec<(EntityNo, Option<ProbeSummary>)> = node
+                .entities
+                .iter()
+                .filter(|(ent, e)| {
+                    e.is_quiescent()
+                        && !node.inflight.contains_key(ent)
+                        && node.queues.get(ent).is_none_or(|q| q.is_empty())
+                        && !node.disk.iter().any(|p| p.0 == **ent)
+                })
+                .map(|(&ent, e)| (ent, e.probe_summary()))
+                .collect();
+            for (ent, summary) in idle {
+                if self.rng.below(8) != 0 {
+                    continue;
+                }
+                let node = &mut self.nodes[x];
+                node.entities.remove(&ent);
+                node.values.remove(&ent);
+                if let Some(s) = summary {
+                    node.summaries.insert(ent, s);
+                }
+                self.report.evictions += 1;
+                self.trace(|| format!("node {x} e{ent} evicted, summary {summary:?}"));
+            }
+        }
     }
 
     // ---- clients -------------------------------------------------------------------
