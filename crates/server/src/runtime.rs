@@ -188,7 +188,13 @@ pub async fn run(
     let mut threads = Vec::new();
     for i in 0..cfg.shards {
         let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
-        let seed = (cfg.id as u64) << 32 | i as u64 | (epoch.elapsed().as_nanos() as u64) << 40;
+        // From the OS's randomness (std's RandomState keys): the seed also keys the
+        // hashes of the shard's probe summaries, which must not be predictable (two
+        // names colliding there would share a summary).
+        let seed = std::hash::BuildHasher::hash_one(
+            &std::collections::hash_map::RandomState::new(),
+            (cfg.id, i),
+        );
         let worker = ShardWorker {
             index: i,
             shard: Shard::new(shard_cfg.clone(), seed),
