@@ -388,6 +388,13 @@ mod tests {
         c.shards = 0;
         assert!(c.validate().unwrap_err().to_string().contains("`shards`"));
         let mut c = three();
+        c.block_cache_mb = (1 << 30) + 1;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`block_cache_mb`"));
+        let mut c = three();
         c.client_addr = "nope".into();
         assert!(c
             .validate()
