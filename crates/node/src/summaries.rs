@@ -54,24 +54,21 @@ impl Summaries {
         }
     }
 
-    fn hashes(&self, entity: &[u8]) -> (u64, u32) {
-        let hash = |key: u64| {
-            let mut h = std::hash::DefaultHasher::new();
-            h.write_u64(key);
-            h.write(entity);
-            h.finish()
-        };
-        (
-            hash(self.key),
-            (hash(self.check_key) >> (64 - CHECK_BITS)) as u32,
-        )
+    /// The map key of `entity`.
+    fn key_of(&self, entity: &[u8]) -> u64 {
+        keyed_hash(self.key, entity)
+    }
+
+    /// The check stored with `entity`'s summary.
+    fn check_of(&self, entity: &[u8]) -> u32 {
+        (keyed_hash(self.check_key, entity) >> (64 - CHECK_BITS)) as u32
     }
 
     /// Keep `s` for `entity`, just evicted (no summary when full, or when its figures
     /// do not fit).
     pub fn insert(&mut self, entity: &[u8], s: ProbeSummary) {
-        let (k, check) = self.hashes(entity);
-        let Some(v) = pack(check, s) else {
+        let k = self.key_of(entity);
+        let Some(v) = pack(self.check_of(entity), s) else {
             self.map.remove(&k);
             return;
         };
@@ -83,9 +80,11 @@ impl Summaries {
 
     /// The summary of `entity`, if one is kept.
     pub fn get(&self, entity: &[u8]) -> Option<ProbeSummary> {
-        let (k, check) = self.hashes(entity);
-        let (stored_check, s) = unpack(*self.map.get(&k)?);
-        (stored_check == check).then_some(s)
+        if self.map.is_empty() {
+            return None;
+        }
+        let (stored_check, s) = unpack(*self.map.get(&self.key_of(entity))?);
+        (stored_check == self.check_of(entity)).then_some(s)
     }
 
     /// Forget the summary of `entity`: it is in memory again and will change. Whatever
@@ -94,7 +93,7 @@ impl Summaries {
         if self.map.is_empty() {
             return;
         }
-        let (k, _) = self.hashes(entity);
+        let k = self.key_of(entity);
         self.map.remove(&k);
     }
 
@@ -105,6 +104,14 @@ impl Summaries {
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
+}
+
+/// SipHash-1-3 of `entity` behind a secret 64-bit prefix.
+fn keyed_hash(key: u64, entity: &[u8]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write_u64(key);
+    h.write(entity);
+    h.finish()
 }
 
 /// The map's keys are already keyed hashes: hash them to themselves.
@@ -187,8 +194,7 @@ mod tests {
         let mut m = Summaries::new(10, 7);
         m.insert(b"a", s(3));
         // Forge a stored entry under b's key with a's check: b must not see it.
-        let (ka, _) = m.hashes(b"a");
-        let (kb, _) = m.hashes(b"b");
+        let (ka, kb) = (m.key_of(b"a"), m.key_of(b"b"));
         let stored = m.map[&ka];
         m.map.insert(kb, stored);
         assert_eq!(m.get(b"b"), None);

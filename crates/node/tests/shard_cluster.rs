@@ -208,13 +208,20 @@ fn restart_keeps_acknowledged_writes_and_lazy_loads() {
     assert!(c.shards[1].stats().loads >= 1);
 }
 
-#[test]
-fn idle_entities_are_evicted_under_the_memory_budget() {
-    let mut c = Cluster::new();
+/// 800 keys of 2 000 bytes through node 0: far more than a shard's 1 MiB budget.
+/// Returns the value written.
+fn write_big_keys(c: &mut Cluster) -> String {
     let value = "v".repeat(2000);
     for k in 0..800u64 {
         c.call(0, k + 1, &["SET", &format!("big{k}"), &value], 0);
     }
+    value
+}
+
+#[test]
+fn idle_entities_are_evicted_under_the_memory_budget() {
+    let mut c = Cluster::new();
+    let value = write_big_keys(&mut c);
     let st = c.shards[0].stats();
     assert!(st.evictions > 0, "evicted some: {st:?}");
     assert!(st.cached_bytes <= (1 << 20) + 64 * 1024, "bounded: {st:?}");
@@ -228,10 +235,7 @@ fn idle_entities_are_evicted_under_the_memory_budget() {
 #[test]
 fn evicted_entities_answer_read_probes_without_loading_and_stay_current() {
     let mut c = Cluster::new();
-    let value = "v".repeat(2000);
-    for k in 0..800u64 {
-        c.call(0, k + 1, &["SET", &format!("big{k}"), &value], 0);
-    }
+    let value = write_big_keys(&mut c);
     let loads = |c: &Cluster| c.shards.iter().map(|s| s.stats().loads).sum::<u64>();
     let answered = |c: &Cluster| {
         c.shards

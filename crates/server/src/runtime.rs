@@ -284,8 +284,8 @@ pub async fn run(
         }
     });
 
-    // A lost link to a peer: writes forwarded there may never be answered, so
-    // propose them here at once (their request ids make that safe).
+    // A lost link to a peer: writes forwarded there may never be answered, so answer
+    // them at once as unknown outcomes (see `forward::try_forward`).
     let link_shared = shared.clone();
     let mut link_closes = transport.link_closes();
     let link_task = tokio::spawn(async move {

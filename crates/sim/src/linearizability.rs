@@ -37,7 +37,7 @@ pub struct Violation {
 const MAX_STEPS: u64 = 50_000_000;
 
 /// One register: its state is the last value id written (`None` before any write).
-struct Register;
+pub(crate) struct Register;
 
 impl Model for Register {
     type State = Option<u64>;

@@ -247,25 +247,9 @@ fn report<O: std::fmt::Debug>(
 mod tests {
     use super::*;
 
-    /// A register with reads and writes, checked directly (the simulator's
-    /// `crate::linearizability` wraps the same model).
-    struct Reg;
-    #[derive(Debug, Clone)]
-    enum RegOp {
-        W(u64),
-        R(Option<u64>),
-    }
-    impl Model for Reg {
-        type State = Option<u64>;
-        type Op = RegOp;
-        fn step(&self, s: &Option<u64>, op: &RegOp, known: bool) -> Option<Option<u64>> {
-            match op {
-                RegOp::W(v) => Some(Some(*v)),
-                RegOp::R(r) => (!known || r == s).then_some(*s),
-            }
-        }
-    }
-    fn e(c: u32, a: u64, b: Option<u64>, op: RegOp) -> Entry<RegOp> {
+    use crate::linearizability::{OpKind, Register};
+
+    fn e(c: u32, a: u64, b: Option<u64>, op: OpKind) -> Entry<OpKind> {
         Entry {
             client: c,
             invoke: a,
@@ -277,24 +261,24 @@ mod tests {
     #[test]
     fn register_cases_match_the_register_checker() {
         let ok = vec![
-            e(0, 0, Some(1), RegOp::W(1)),
-            e(1, 2, Some(3), RegOp::R(Some(1))),
-            e(0, 4, None, RegOp::W(2)),
-            e(1, 6, Some(7), RegOp::R(Some(1))),
-            e(1, 8, Some(9), RegOp::R(Some(2))),
+            e(0, 0, Some(1), OpKind::Write(1)),
+            e(1, 2, Some(3), OpKind::Read(Some(1))),
+            e(0, 4, None, OpKind::Write(2)),
+            e(1, 6, Some(7), OpKind::Read(Some(1))),
+            e(1, 8, Some(9), OpKind::Read(Some(2))),
         ];
-        assert_eq!(check_model(&Reg, None, &ok, 1_000_000), Ok(()));
+        assert_eq!(check_model(&Register, None, &ok, 1_000_000), Ok(()));
         let stale = vec![
-            e(0, 0, Some(1), RegOp::W(1)),
-            e(0, 2, Some(3), RegOp::W(2)),
-            e(1, 4, Some(5), RegOp::R(Some(1))),
+            e(0, 0, Some(1), OpKind::Write(1)),
+            e(0, 2, Some(3), OpKind::Write(2)),
+            e(1, 4, Some(5), OpKind::Read(Some(1))),
         ];
-        assert!(check_model(&Reg, None, &stale, 1_000_000).is_err());
+        assert!(check_model(&Register, None, &stale, 1_000_000).is_err());
         let vanished = vec![
-            e(0, 0, None, RegOp::W(1)),
-            e(1, 5, Some(6), RegOp::R(Some(1))),
-            e(1, 7, Some(8), RegOp::R(None)),
+            e(0, 0, None, OpKind::Write(1)),
+            e(1, 5, Some(6), OpKind::Read(Some(1))),
+            e(1, 7, Some(8), OpKind::Read(None)),
         ];
-        assert!(check_model(&Reg, None, &vanished, 1_000_000).is_err());
+        assert!(check_model(&Register, None, &vanished, 1_000_000).is_err());
     }
 }

@@ -32,13 +32,27 @@ fn same_seed_gives_the_same_run() {
     assert_eq!(ra.messages, rb.messages);
 }
 
+/// The first failure among seeds `1..=seeds` run with `mutation` (3 replicas) that
+/// `keep` accepts.
+fn first_failure(mutation: Mutation, seeds: u64, keep: impl Fn(&str) -> bool) -> Option<String> {
+    (1..=seeds).find_map(|seed| {
+        let mut c = SimConfig::new(seed, 3);
+        c.mutation = mutation;
+        run_seed(c).failure.filter(|w| keep(w))
+    })
+}
+
+fn any(_: &str) -> bool {
+    true
+}
+
+fn safety(w: &str) -> bool {
+    w.starts_with("agreement") || w.starts_with("linearizability")
+}
+
 #[test]
 fn minority_quorum_core_is_caught_within_50_seeds() {
-    let found = (1..=50).find_map(|seed| {
-        let mut c = SimConfig::new(seed, 3);
-        c.mutation = Mutation::MinorityQuorum;
-        run_seed(c).failure
-    });
+    let found = first_failure(Mutation::MinorityQuorum, 50, any);
     let why = found.expect("the broken core must be caught");
     assert!(
         why.starts_with("agreement") || why.starts_with("linearizability"),
@@ -48,11 +62,7 @@ fn minority_quorum_core_is_caught_within_50_seeds() {
 
 #[test]
 fn forgetting_promises_on_restart_is_caught_within_50_seeds() {
-    let found = (1..=50).find_map(|seed| {
-        let mut c = SimConfig::new(seed, 3);
-        c.mutation = Mutation::ForgetPromiseOnRestart;
-        run_seed(c).failure
-    });
+    let found = first_failure(Mutation::ForgetPromiseOnRestart, 50, any);
     let why = found.expect("the broken core must be caught");
     assert!(
         why.starts_with("monotonicity"),
@@ -65,14 +75,8 @@ fn a_wiped_node_that_votes_on_forgotten_entries_is_caught() {
     // With the rejoin rule the same seeds pass (see the first test); without it a
     // wiped node promises and accepts where it had already voted, and two values get
     // chosen.
-    let found = (1..=300).find_map(|seed| {
-        let mut c = SimConfig::new(seed, 3);
-        c.mutation = Mutation::IgnoreWipe;
-        // A seed may first trip the liveness check; look for a safety violation.
-        run_seed(c)
-            .failure
-            .filter(|w| w.starts_with("agreement") || w.starts_with("linearizability"))
-    });
+    // A seed may first trip the liveness check; look for a safety violation.
+    let found = first_failure(Mutation::IgnoreWipe, 300, safety);
     let why = found.expect("voting after a wipe must be caught");
     assert!(
         why.starts_with("agreement") || why.starts_with("linearizability"),
@@ -87,11 +91,7 @@ fn a_probe_summary_that_forgets_records_is_caught() {
     // answers "empty" where the entity would not, and a read misses a chosen write.
     // That state is rare at eviction (the entity must be quiescent): the first seed
     // that catches it is 1894.
-    let found = (1..=2500).find_map(|seed| {
-        let mut c = SimConfig::new(seed, 3);
-        c.mutation = Mutation::SummaryForgetsRecords;
-        run_seed(c).failure
-    });
+    let found = first_failure(Mutation::SummaryForgetsRecords, 2500, any);
     let why = found.expect("a summary answering for records it forgot must be caught");
     assert!(
         why.starts_with("linearizability") || why.starts_with("agreement"),
