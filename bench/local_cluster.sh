@@ -4,12 +4,12 @@
 # Needs: BIN (server binary), PORT (client port of node 0), OVR ("key = value"
 # settings separated by ';', replacing the demo's), W (an empty work directory).
 # Sets: pids (the three server processes), TARGET (a paxosstore-bench target).
-# Stops the servers and removes W on exit.
+# Stops the servers and removes W on exit (KEEP=1: keeps W, with the nodes' logs).
 
 pids=()
 cleanup() {
     [ ${#pids[@]} -gt 0 ] && kill "${pids[@]}" 2>/dev/null && wait "${pids[@]}" 2>/dev/null
-    rm -rf "$W"
+    if [ -n "${KEEP:-}" ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 

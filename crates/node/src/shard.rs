@@ -208,7 +208,11 @@ struct Slot {
 /// Many entities on one worker. See the module docs for the protocol.
 pub struct Shard {
     cfg: ShardConfig,
-    slots: HashMap<Bytes, Slot>,
+    /// Boxed: a `Slot` is over 600 bytes, and a table holding them inline copied
+    /// every one of them into freshly faulted memory when it grew (at 100 k entities,
+    /// a 300 ms pause of the shard with all three nodes pausing together under a
+    /// uniform load).
+    slots: HashMap<Bytes, Box<Slot>>,
     lru: BTreeMap<u64, Bytes>,
     timers: BTreeSet<(u64, Bytes)>,
     out: VecDeque<Output>,
@@ -442,7 +446,7 @@ impl Shard {
             });
             self.slots.insert(
                 entity.clone(),
-                Slot {
+                Box::new(Slot {
                     core: None,
                     state: KvState::default(),
                     queue: VecDeque::new(),
@@ -452,7 +456,7 @@ impl Shard {
                     timer: None,
                     bytes: 0,
                     applied: None,
-                },
+                }),
             );
             self.lru.insert(touch, entity.clone());
         }

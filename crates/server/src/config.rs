@@ -86,6 +86,9 @@ pub struct NodeConfig {
     /// The storage engine's block cache, MiB: on-disk blocks kept decompressed in
     /// memory, which is what serves an entity that is not cached (a cold read).
     pub block_cache_mb: u64,
+    /// The storage engine's memtable per partition, MiB: when full it is written out
+    /// as a new on-disk segment while writes go on into a fresh journal file.
+    pub memtable_mb: u32,
     /// Evicted entities that keep a probe summary (17 bytes each, in a hash table that
     /// grows by doubling), so a peer's read probe is answered without loading them
     /// (0 = off).
@@ -148,6 +151,7 @@ impl Default for NodeConfig {
             forward_writes: true,
             cache_mb: 256,
             block_cache_mb: 256,
+            memtable_mb: 16,
             // 7 M per shard (the default 2) is the most that 8 M-slot tables hold:
             // at most 2 x 136 MiB.
             probe_summaries: 14_000_000,
@@ -324,6 +328,9 @@ impl NodeConfig {
         // Far above any machine's memory, and its size in bytes fits a u64.
         if self.block_cache_mb > 1 << 30 {
             return Err(field("block_cache_mb", "at most 1073741824 (1 PiB)"));
+        }
+        if self.memtable_mb == 0 || self.memtable_mb > 1024 {
+            return Err(field("memtable_mb", "must be 1 to 1024"));
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
             return Err(field("max_value_bytes", "must be 1 byte to 1 GiB"));

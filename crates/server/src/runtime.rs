@@ -119,6 +119,7 @@ pub async fn run(
         &cfg.data_dir,
         FjallOptions {
             cache_bytes: cfg.block_cache_mb << 20,
+            memtable_bytes: cfg.memtable_mb << 20,
             ..FjallOptions::default()
         },
     )?);

@@ -46,6 +46,8 @@ pub struct FjallOptions {
     pub max_journal_bytes: u64,
     /// Total memtable size across partitions.
     pub max_write_buffer_bytes: u64,
+    /// Memtable size of one partition at which it is flushed to a segment.
+    pub memtable_bytes: u32,
     /// Flush and compaction threads each (the machines have few cores).
     pub background_workers: usize,
     /// Memory for rows kept after writing them, so that the next update of the same
@@ -59,6 +61,7 @@ impl Default for FjallOptions {
             cache_bytes: 64 << 20,
             max_journal_bytes: 256 << 20,
             max_write_buffer_bytes: 64 << 20,
+            memtable_bytes: 16 << 20,
             background_workers: 1,
             row_cache_bytes: 32 << 20,
         }
@@ -256,7 +259,9 @@ impl FjallStorage {
                 .open()
                 .map_err(|e| map_fjall(&dirb, e))?;
             let part = |name: &str| {
-                ks.open_partition(name, PartitionCreateOptions::default())
+                let opts = PartitionCreateOptions::default()
+                    .max_memtable_size(opts.memtable_bytes.max(1 << 20));
+                ks.open_partition(name, opts)
                     .map_err(|e| map_fjall(&dirb.join("partitions").join(name), e))
             };
             let entities = part(P_ENTITIES)?;
