@@ -86,7 +86,10 @@ pub struct FjallStorage {
 /// writing it fails, so a hit always equals the row on disk.
 struct RowCache {
     /// Row, its size, and the generation of its latest insertion.
-    rows: HashMap<Bytes, (EntityRow, usize, u64)>,
+    /// Boxed so that growing the table moves 24-byte values, not whole rows: with
+    /// rows inline, each doubling copied the table into freshly faulted memory and
+    /// held the writer (and every write) for tens of milliseconds.
+    rows: HashMap<Bytes, (Box<EntityRow>, usize, u64)>,
     /// Insertion order; an item whose generation is not the row's current one is
     /// stale (the entity was written again, or forgotten) and is skipped.
     order: VecDeque<(Bytes, u64)>,
@@ -117,7 +120,7 @@ impl RowCache {
     }
 
     fn get(&self, entity: &[u8]) -> Option<&EntityRow> {
-        self.rows.get(entity).map(|(r, _, _)| r)
+        self.rows.get(entity).map(|(r, _, _)| &**r)
     }
 
     fn put(&mut self, entity: Bytes, row: EntityRow) {
@@ -131,7 +134,7 @@ impl RowCache {
         let gen = self.next_gen;
         self.bytes += size;
         self.order.push_back((entity.clone(), gen));
-        self.rows.insert(entity, (row, size, gen));
+        self.rows.insert(entity, (Box::new(row), size, gen));
         while self.bytes > self.max_bytes {
             let Some((old, g)) = self.order.pop_front() else {
                 break;
