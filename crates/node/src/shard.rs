@@ -17,6 +17,7 @@
 //! are executed together on the entity's state and proposed as one Paxos entry, and
 //! consecutive reads share one check-empty round.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
@@ -438,15 +439,17 @@ impl Shard {
     fn slot(&mut self, entity: &Bytes) -> &mut Slot {
         self.touch += 1;
         let touch = self.touch;
-        if !self.slots.contains_key(entity) {
-            self.stats.loads += 1;
-            self.summaries.remove(entity);
-            self.out.push_back(Output::Load {
-                entity: entity.clone(),
-            });
-            self.slots.insert(
-                entity.clone(),
-                Box::new(Slot {
+        // One lookup (the key is hashed once); cloning the key is a reference count.
+        let slot = match self.slots.entry(entity.clone()) {
+            Entry::Occupied(o) => o.into_mut(),
+            Entry::Vacant(v) => {
+                self.stats.loads += 1;
+                self.summaries.remove(entity);
+                self.out.push_back(Output::Load {
+                    entity: entity.clone(),
+                });
+                self.lru.insert(touch, entity.clone());
+                v.insert(Box::new(Slot {
                     core: None,
                     state: KvState::default(),
                     queue: VecDeque::new(),
@@ -456,15 +459,13 @@ impl Shard {
                     timer: None,
                     bytes: 0,
                     applied: None,
-                }),
-            );
-            self.lru.insert(touch, entity.clone());
-        }
+                }))
+            }
+        };
         // Re-file the entity in the LRU order only when its stamp is not recent: one
         // operation touches its entity 3-5 times within a few hundred touches, and
         // moving it in the B-tree each time cost 3 % of a read's CPU. Eviction order
         // is then LRU to within `LRU_SLACK` touches.
-        let slot = self.slots.get_mut(entity).expect("inserted above");
         if touch - slot.lru > LRU_SLACK {
             self.lru.remove(&slot.lru);
             slot.lru = touch;

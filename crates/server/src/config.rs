@@ -396,7 +396,11 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("`shards`"));
         let mut c = three();
         c.memtable_mb = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("`memtable_mb`"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`memtable_mb`"));
         let mut c = three();
         c.block_cache_mb = (1 << 30) + 1;
         assert!(c
