@@ -9,9 +9,9 @@
 #
 # BIN (target/release/paxosstore): the server binary. OVR: "key = value" settings,
 # separated by ';', replacing the demo's. PORT (18500): client port of node 0.
-# A read workload (get=1) is preceded by a write phase so the keys exist: PRE, the
-# bench arguments of that phase ("-c 64 -d 2 --mix set=1 --keys 10000"); for a
-# cold-read run give it --preload over the read's key count.
+# A read workload (get=1), or any workload when PRE is set, is preceded by a write
+# phase so the keys exist: PRE, the bench arguments of that phase ("-c 64 -d 2 --mix
+# set=1 --keys 10000"); for a cold run give it --preload over the run's key count.
 # The warm-up's CPU is included, its operations are not: compare runs made alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +28,7 @@ cpu() {
     for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
     echo "$t"
 }
-if [[ "$ARGS" == *get=1* ]]; then
+if [[ "$ARGS" == *get=1* || -n "${PRE:-}" ]]; then
     # shellcheck disable=SC2086
     "$BENCH" --target "$TARGET" ${PRE:--c 64 -d 2 --mix set=1 --keys 10000} --value-size 100 --no-progress >/dev/null
 fi
