@@ -14,6 +14,7 @@ pub mod dedup;
 pub mod exec;
 pub mod fuzz;
 pub mod kv;
+pub mod round_trip;
 pub mod route;
 pub mod shard;
 pub mod summaries;

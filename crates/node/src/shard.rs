@@ -26,6 +26,7 @@ use resp::{Command, Reply};
 
 use crate::exec::{self, Access};
 use crate::kv::KvState;
+use crate::round_trip::RoundTrip;
 use crate::summaries::Summaries;
 
 /// Memory a cached entity costs beyond its payload (see the end of `settle`).
@@ -164,6 +165,8 @@ pub struct ShardStats {
     pub probes_from_summary: u64,
     /// Summaries kept (at the time of the query).
     pub probe_summaries: u64,
+    /// A write round's first retry delay now, ms (see [`crate::round_trip`]).
+    pub write_retry_ms: u64,
 }
 
 #[derive(Debug)]
@@ -180,6 +183,8 @@ enum Batch {
     /// A write entry in flight with its precomputed replies.
     Write {
         token: u64,
+        /// When its value went to the core (for the round-time estimate).
+        started: u64,
         reqs: Vec<Pending>,
         replies: Vec<Reply>,
     },
@@ -229,7 +234,13 @@ pub struct Shard {
     live_peers: u8,
     /// How evicted entities answer read probes without being loaded.
     summaries: Summaries,
+    /// How long this shard's write rounds take: the cores' first retry delay.
+    round_trip: RoundTrip,
 }
+
+/// The longest first retry delay of a write, in units of the configured `retry_ms`
+/// (500 ms by default): a round slower than that is more likely lost than late.
+const MAX_WRITE_RETRY_FACTOR: u64 = 25;
 
 impl Shard {
     /// `seed` feeds the cores' randomness (jitter, read ids).
@@ -249,6 +260,10 @@ impl Shard {
             catchup_refill_at: 0,
             live_peers: u8::MAX,
             summaries: Summaries::new(cfg.max_probe_summaries, seed),
+            round_trip: RoundTrip::new(
+                cfg.paxos.retry_ms,
+                cfg.paxos.retry_ms.saturating_mul(MAX_WRITE_RETRY_FACTOR),
+            ),
             cfg,
         }
     }
@@ -264,6 +279,7 @@ impl Shard {
         s.cached_bytes = self.cached_bytes as u64;
         s.queued = self.slots.values().map(|sl| sl.queue.len() as u64).sum();
         s.probe_summaries = self.summaries.len() as u64;
+        s.write_retry_ms = self.round_trip.retry_ms();
         s
     }
 
@@ -604,11 +620,11 @@ impl Shard {
                     }
                 }
             }
-            Event::Done { token, outcome } => self.on_done(wall_ms, entity, token, outcome),
+            Event::Done { token, outcome } => self.on_done(now, wall_ms, entity, token, outcome),
         }
     }
 
-    fn on_done(&mut self, wall_ms: i64, entity: &Bytes, token: u64, outcome: Outcome) {
+    fn on_done(&mut self, now: u64, wall_ms: i64, entity: &Bytes, token: u64, outcome: Outcome) {
         let write_attempts = self.cfg.write_attempts;
         let Some(slot) = self.slots.get_mut(entity) else {
             return;
@@ -628,10 +644,14 @@ impl Shard {
         match (batch, outcome) {
             (
                 Batch::Write {
-                    reqs, replies: r, ..
+                    reqs,
+                    replies: r,
+                    started,
+                    ..
                 },
                 Outcome::Written { .. },
             ) => {
+                self.round_trip.observe(now.saturating_sub(started));
                 replies.extend(reqs.iter().map(|p| p.client).zip(r));
             }
             (Batch::Write { reqs, .. }, Outcome::Lost { .. }) => {
@@ -812,10 +832,12 @@ impl Shard {
                 if core.pre_authorised_entry() == Some(base_entry + 1) {
                     self.stats.fast_proposals += 1;
                 }
+                core.set_write_retry_ms(self.round_trip.retry_ms());
                 let started = core.write(now, token, state.encode(), ids, deadline);
                 if started.is_ok() {
                     slot.batch = Some(Batch::Write {
                         token,
+                        started: now,
                         reqs,
                         replies,
                     });

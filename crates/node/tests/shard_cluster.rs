@@ -281,3 +281,39 @@ fn failed_persist_fails_the_request_and_keeps_serving_reads() {
         Reply::Bulk(Bytes::from_static(b"old"))
     );
 }
+
+#[test]
+fn slow_write_rounds_raise_the_write_retry_delay_and_fast_ones_lower_it() {
+    let mut c = Cluster::new();
+    let floor = c.shards[0].stats().write_retry_ms;
+    assert_eq!(floor, Config::new(3, 0).retry_ms, "starts at retry_ms");
+    // Each write's persists take 150 ms of simulated time to complete.
+    for i in 0..8u64 {
+        let key = format!("slow{i}");
+        let h = node::route::home(key.as_bytes(), 3) as usize;
+        let args: Vec<Bytes> = ["SET", key.as_str(), "v"]
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let cmd = parse_command(&args).unwrap();
+        let entity = Bytes::copy_from_slice(resp::entity_of(cmd.keys()[0]));
+        c.shards[h].submit(c.now, 0, 100 + i, entity, Request::single(cmd));
+        c.pump(h);
+        c.now += 150;
+        c.run();
+        assert_eq!(c.replies.remove(&(100 + i)), Some(Reply::ok()));
+    }
+    let slow: Vec<u64> = c.shards.iter().map(|s| s.stats().write_retry_ms).collect();
+    assert!(
+        slow.iter().any(|&r| r >= 150),
+        "150 ms rounds: the delay follows ({slow:?})"
+    );
+    // Fast rounds bring it back to the floor.
+    for i in 0..200u64 {
+        let key = format!("slow{}", i % 8);
+        let h = node::route::home(key.as_bytes(), 3) as usize;
+        assert_eq!(c.call(h, 1000 + i, &["SET", &key, "w"], 0), Reply::ok());
+    }
+    let fast: Vec<u64> = c.shards.iter().map(|s| s.stats().write_retry_ms).collect();
+    assert!(fast.iter().all(|&r| r == floor), "fast rounds: {fast:?}");
+}

@@ -247,6 +247,9 @@ pub struct Entity {
     /// Peers the runtime believes reachable (bit per node id); a read's first
     /// check-empty round asks only as many of them as a majority needs.
     live_peers: u8,
+    /// First retry delay of a write's round, in ms (`cfg.retry_ms` unless the runtime
+    /// measured slower rounds): see `set_write_retry_ms`.
+    write_retry_ms: u32,
 }
 
 impl Entity {
@@ -256,7 +259,6 @@ impl Entity {
         let active_peer = (cfg.me + 1) % cfg.n;
         let pre_auth = (cfg.me == cfg.home).then_some(0);
         Self {
-            cfg,
             slots: BTreeMap::new(),
             applied: 0,
             max_chosen: 0,
@@ -272,6 +274,8 @@ impl Entity {
             floor: 0,
             learner: None,
             live_peers: u8::MAX,
+            write_retry_ms: u32::try_from(cfg.retry_ms).unwrap_or(u32::MAX),
+            cfg,
         }
     }
 
@@ -280,6 +284,18 @@ impl Entity {
     /// empties, and its retry asks every peer.
     pub fn set_live_peers(&mut self, mask: u8) {
         self.live_peers = mask;
+    }
+
+    /// How long a write's round waits for answers before it starts a new ballot (the
+    /// base of its backoff), at least `cfg.retry_ms`. Never affects safety. The
+    /// runtime raises it while rounds are slow: under load a round waits behind other
+    /// fsyncs, and a retry that fires before the answers arrive starts a prepare round
+    /// (two more persists per node) that adds to the very queue that delayed it. Reads
+    /// keep `cfg.retry_ms`: their probes persist nothing, and a probe to a dead peer
+    /// should be repeated to another one soon.
+    pub fn set_write_retry_ms(&mut self, ms: u64) {
+        let ms = ms.max(self.cfg.retry_ms);
+        self.write_retry_ms = u32::try_from(ms).unwrap_or(u32::MAX);
     }
 
     /// Rebuild from the durable records (any order). Emits `Apply` for the latest
@@ -1059,7 +1075,14 @@ impl Entity {
     }
 
     fn backoff(&mut self, attempt: u32) -> u64 {
-        let base = self.cfg.retry_ms << attempt.min(MAX_BACKOFF_SHIFT);
+        let first = match &self.op {
+            Some(Op {
+                kind: OpKind::Write { .. },
+                ..
+            }) => u64::from(self.write_retry_ms),
+            _ => self.cfg.retry_ms,
+        };
+        let base = first << attempt.min(MAX_BACKOFF_SHIFT);
         base + self.rng.below(base)
     }
 

@@ -97,6 +97,8 @@ async fn export_gauges(shared: &Shared) {
     metrics::gauge!("paxosstore_evictions").set(sum(|s| s.evictions));
     metrics::gauge!("paxosstore_entity_loads").set(sum(|s| s.loads));
     metrics::gauge!("paxosstore_probe_summaries").set(sum(|s| s.probe_summaries));
+    let slowest = stats.iter().map(|s| s.write_retry_ms).max().unwrap_or(0);
+    metrics::gauge!("paxosstore_write_retry_ms").set(slowest as f64);
     metrics::gauge!("paxosstore_probes_answered_from_summary").set(sum(|s| s.probes_from_summary));
     metrics::gauge!("paxosstore_busy_rejections").set(sum(|s| s.busy_rejections));
     metrics::gauge!("paxosstore_timeouts").set(sum(|s| s.timeouts));

@@ -856,12 +856,16 @@ impl Sim {
             .get(&ent)
             .cloned()
             .unwrap_or_default();
+        // The runtime raises a write's retry delay while rounds are slow (up to 25 ×
+        // `retry_ms`); any delay must be safe, so pick one at random.
+        let retry_ms = Config::new(self.cfg.replicas, x).retry_ms * (1 + self.rng.below(25));
         let Some(e) = self.nodes[x as usize].entities.get_mut(&ent) else {
             return;
         };
         let started = match write {
             Some(v) => {
                 let value = state.with_write(v).encode();
+                e.set_write_retry_ms(retry_ms);
                 e.write(now, token, value, vec![v], deadline)
             }
             None => e.read(now, token, deadline),
