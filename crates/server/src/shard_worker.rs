@@ -211,6 +211,9 @@ impl ShardWorker {
                     trim_below,
                 } => {
                     let mut u = EntityUpdate::new(entity.clone());
+                    // The core's persists carry every record the entity holds, and
+                    // the server keeps no key/values apart from them.
+                    u.whole = true;
                     u.put_records = records
                         .iter()
                         .map(|(e, r)| (*e, codec::encode_record(r)))

@@ -646,6 +646,21 @@ impl Sim {
         };
         let mut violations = Vec::new();
         let check = self.cfg.check_monotonic;
+        // A persist carries every record the entity holds and replaces the ones on
+        // disk (storage writes the row without reading it): one that is durable at or
+        // above the trim point must be in it.
+        let held: Vec<EntryId> = node
+            .durable
+            .range((ent, trim)..=(ent, EntryId::MAX))
+            .map(|(&(_, e), _)| e)
+            .collect();
+        for e in held {
+            if !records.iter().any(|(re, _)| *re == e) {
+                violations.push(format!(
+                    "whole persist: node {x} entity {ent}: durable record at entry {e} missing from persist {seq}"
+                ));
+            }
+        }
         for (e, r) in records {
             if let Some(old) = node.durable.get(&(ent, e)).filter(|_| check) {
                 if r.promised < old.promised

@@ -64,9 +64,12 @@ fn minority_quorum_core_is_caught_within_50_seeds() {
 fn forgetting_promises_on_restart_is_caught_within_50_seeds() {
     let found = first_failure(Mutation::ForgetPromiseOnRestart, 50, any);
     let why = found.expect("the broken core must be caught");
+    // A promise-only record forgotten on restart becomes empty, so the next persist
+    // leaves it out (the whole-persist check); a promise lowered under an accepted
+    // value goes back (the monotonicity check).
     assert!(
-        why.starts_with("monotonicity"),
-        "caught by the durable-record check: {why}"
+        why.starts_with("monotonicity") || why.starts_with("whole persist"),
+        "caught by a durable-record check: {why}"
     );
 }
 

@@ -76,6 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         // One single-key PaxosKV-style write: a record + the applied value.
                         let u = EntityUpdate {
                             entity: key.clone(),
+                            whole: false,
                             put_records: vec![(n, value.clone())],
                             trim_below: Some(n),
                             apply: Some(Apply {

@@ -178,6 +178,9 @@ struct Work {
     disk_spilled: bool,
     /// Those rows must all be deleted (a clear happened).
     clear_disk: bool,
+    /// Started from an empty row (`EntityUpdate::whole`): the row cache is not
+    /// needed for the next update, which will be whole too.
+    whole: bool,
 }
 
 enum WorkKv {
@@ -201,6 +204,7 @@ impl Work {
             kv,
             disk_spilled,
             clear_disk: false,
+            whole: false,
         }
     }
 
@@ -375,17 +379,23 @@ impl FjallStorage {
                 }
             }
             batch.insert(&self.entities, entity.to_vec(), encode_row(&w.row));
-            written.push((entity, w.row));
+            written.push((entity, w.row, w.whole));
         }
         match batch.commit() {
             Ok(()) => {
-                for (entity, row) in written {
-                    cache.put(entity, row);
+                for (entity, row, whole) in written {
+                    if whole {
+                        // Keeping a copy costs more than it saves: the next update
+                        // of this entity will not read its row either.
+                        cache.forget(&entity);
+                    } else {
+                        cache.put(entity, row);
+                    }
                 }
                 Ok(())
             }
             Err(e) => {
-                for (entity, _) in &written {
+                for (entity, _, _) in &written {
                     cache.forget(entity);
                 }
                 Err(self.err(e))
@@ -524,6 +534,12 @@ impl Storage for FjallStorage {
         let mut cache = self.lock();
         let mut works = BTreeMap::new();
         for u in batch {
+            if u.whole {
+                // The update replaces the row: no read, no cached copy needed.
+                let mut w = Work::from_row(&u.entity, EntityRow::default());
+                w.whole = true;
+                works.insert(u.entity.clone(), w);
+            }
             self.work_for(&cache, &mut works, &u.entity)?.update(u);
         }
         self.commit(&mut cache, works)

@@ -18,6 +18,9 @@ pub(crate) struct EntityState {
 
 impl EntityState {
     pub fn apply_update(&mut self, u: &EntityUpdate) {
+        if u.whole {
+            *self = EntityState::default();
+        }
         for (entry, rec) in &u.put_records {
             self.records.insert(*entry, rec.clone());
         }

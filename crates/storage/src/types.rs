@@ -32,11 +32,18 @@ pub struct Apply {
 
 /// One entity's part of an atomic [`crate::Storage::write_batch`].
 ///
-/// Order inside one update: `put_records`, then `trim_below`, then `apply`, then `meta`.
-/// Several updates for the same entity in one batch are applied in slice order.
+/// Order inside one update: `whole`, `put_records`, then `trim_below`, then `apply`,
+/// then `meta`. Several updates for the same entity in one batch are applied in slice
+/// order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EntityUpdate {
     pub entity: Bytes,
+    /// The update states the entity's entire stored state: it starts from an empty
+    /// entity (no records, key/values, metadata or applied entry), so storage writes
+    /// it without reading what was there. For entities that keep their state in
+    /// their records (the server's PaxosLog-as-value), never for one whose key/values
+    /// were written through `apply` (their rows stored apart would be orphaned).
+    pub whole: bool,
     /// Records to insert or overwrite, by entry.
     pub put_records: Vec<(u64, Bytes)>,
     /// Delete records with `entry < trim_below`.

@@ -30,6 +30,9 @@ impl RefStore {
     fn write(&mut self, batch: &[EntityUpdate]) {
         for u in batch {
             let e = self.ents.entry(u.entity.clone()).or_default();
+            if u.whole {
+                *e = RefEntity::default();
+            }
             for (n, r) in &u.put_records {
                 e.records.insert(*n, r.clone());
             }
@@ -74,7 +77,10 @@ impl RefStore {
 
 // ---------- generators ----------
 
-const ENTITIES: [&str; 4] = ["a", "b", "k", "long-entity-id"];
+const ENTITIES: [&str; 5] = ["a", "b", "k", "long-entity-id", WHOLE];
+/// The entity written only with `whole` updates (records and metadata, never
+/// key/values through `apply`), as the server writes every entity.
+const WHOLE: &str = "w";
 
 fn arb_bytes() -> impl Strategy<Value = Bytes> {
     proptest::collection::vec(any::<u8>(), 0..12).prop_map(Bytes::from)
@@ -113,15 +119,17 @@ fn arb_update() -> impl Strategy<Value = EntityUpdate> {
             proptest::option::weighted(0.6, apply),
             proptest::option::weighted(0.3, arb_bytes()),
         )
-            .prop_map(
-                |(entity, put_records, trim_below, apply, meta)| EntityUpdate {
+            .prop_map(|(entity, put_records, trim_below, apply, meta)| {
+                let whole = entity == WHOLE.as_bytes();
+                EntityUpdate {
                     entity,
+                    whole,
                     put_records,
                     trim_below,
-                    apply,
+                    apply: if whole { None } else { apply },
                     meta,
-                },
-            )
+                }
+            })
     })
 }
 
@@ -139,6 +147,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
             0u64..30,
             proptest::collection::btree_map(arb_bytes(), arb_bytes(), 0..3)
         )
+            .prop_filter("installs key/values", |(e, _, _)| e != WHOLE.as_bytes())
             .prop_map(|(e, applied_entry, kv)| Op::Install(
                 e,
                 Snapshot {

@@ -53,6 +53,7 @@ fn batch(n: u64) -> Vec<EntityUpdate> {
         .iter()
         .map(|&e| EntityUpdate {
             entity: ename(e),
+            whole: false,
             put_records: vec![(n, payload(n, e))],
             trim_below: Some(n.saturating_sub(KEEP)),
             apply: Some(Apply {
