@@ -7,6 +7,23 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::acl::UserConfig;
 
+/// The storage engine's compaction strategy, as written in the config file.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionConfig {
+    Tiered,
+    Leveled,
+}
+
+impl From<CompactionConfig> for storage::Compaction {
+    fn from(c: CompactionConfig) -> Self {
+        match c {
+            CompactionConfig::Tiered => storage::Compaction::Tiered,
+            CompactionConfig::Leveled => storage::Compaction::Leveled,
+        }
+    }
+}
+
 /// One cluster member.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +106,9 @@ pub struct NodeConfig {
     /// The storage engine's memtable per partition, MiB: when full it is written out
     /// as a new on-disk segment while writes go on into a fresh journal file.
     pub memtable_mb: u32,
+    /// How the storage engine merges its on-disk segments: `tiered` (fewer rewrites
+    /// per write) or `leveled` (fewer runs to look through per read).
+    pub compaction: CompactionConfig,
     /// Evicted entities that keep a probe summary (17 bytes each, in a hash table that
     /// grows by doubling), so a peer's read probe is answered without loading them
     /// (0 = off).
@@ -152,6 +172,7 @@ impl Default for NodeConfig {
             cache_mb: 256,
             block_cache_mb: 256,
             memtable_mb: 16,
+            compaction: CompactionConfig::Tiered,
             // 7 M per shard (the default 2) is the most that 8 M-slot tables hold:
             // at most 2 x 136 MiB.
             probe_summaries: 14_000_000,
@@ -442,6 +463,18 @@ mod tests {
         std::fs::write(&p, "id = 0\nbogus = 1\n").unwrap();
         let e = NodeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn compaction_is_read_by_name_and_an_unknown_one_is_refused() {
+        let c: NodeConfig = toml::from_str("compaction = \"leveled\"").unwrap();
+        assert_eq!(c.compaction, CompactionConfig::Leveled);
+        assert_eq!(NodeConfig::default().compaction, CompactionConfig::Tiered);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("n.toml");
+        std::fs::write(&p, "id = 0\ncompaction = \"fifo\"\n").unwrap();
+        let e = NodeConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("fifo") && e.contains("tiered"), "{e}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ mod types;
 
 pub use error::StorageError;
 pub use failing::{FailMode, FailingStorage};
-pub use fjall_storage::{FjallOptions, FjallStorage};
+pub use fjall_storage::{Compaction, FjallOptions, FjallStorage};
 pub use format::FORMAT_VERSION;
 pub use group_commit::{Busy, DoneFn, GroupCommit, GroupCommitConfig, GroupCommitStats};
 pub use mem::MemStorage;
