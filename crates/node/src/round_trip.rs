@@ -6,8 +6,10 @@
 //! milliseconds when every fsync batch is large. A fixed retry delay tuned for the
 //! first case fires in the second before the answers arrive: the proposer then
 //! prepares a new ballot, which costs every node two more persists and lengthens the
-//! very queues that made the round slow (measured: a fixed 20 ms retry turned 1.3
-//! persists per write per node into 3, and cut the writes per second by a third).
+//! very queues that made the round slow. Measured over 1 M keys with 64 × 16
+//! pipelined clients: with a fixed 20 ms retry each node persisted 3.0 times per
+//! write (a write needs 1.3 per node), and 3 349 writes/s against 5 113 with this
+//! estimate.
 //!
 //! The estimate is TCP's retransmission timer (RFC 6298): a smoothed round time
 //! plus four times its mean deviation, in integer milliseconds, between a floor

@@ -121,7 +121,8 @@ impl Cluster {
         }
     }
 
-    fn call(&mut self, node: usize, client: u64, args: &[&str], request_id: u64) -> Reply {
+    /// Hands a request to `node`'s shard without running the cluster.
+    fn submit(&mut self, node: usize, client: u64, args: &[&str], request_id: u64) {
         let args: Vec<Bytes> = args
             .iter()
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
@@ -134,6 +135,10 @@ impl Cluster {
         };
         self.shards[node].submit(self.now, 0, client, entity, req);
         self.pump(node);
+    }
+
+    fn call(&mut self, node: usize, client: u64, args: &[&str], request_id: u64) -> Reply {
+        self.submit(node, client, args, request_id);
         for _ in 0..50 {
             self.run();
             if let Some(r) = self.replies.remove(&client) {
@@ -287,18 +292,12 @@ fn slow_write_rounds_raise_the_write_retry_delay_and_fast_ones_lower_it() {
     let mut c = Cluster::new();
     let floor = c.shards[0].stats().write_retry_ms;
     assert_eq!(floor, Config::new(3, 0).retry_ms, "starts at retry_ms");
-    // Each write's persists take 150 ms of simulated time to complete.
+    // Each write's round takes 150 ms of simulated time: the clock moves on before
+    // its first persist completes.
     for i in 0..8u64 {
         let key = format!("slow{i}");
         let h = node::route::home(key.as_bytes(), 3) as usize;
-        let args: Vec<Bytes> = ["SET", key.as_str(), "v"]
-            .iter()
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect();
-        let cmd = parse_command(&args).unwrap();
-        let entity = Bytes::copy_from_slice(resp::entity_of(cmd.keys()[0]));
-        c.shards[h].submit(c.now, 0, 100 + i, entity, Request::single(cmd));
-        c.pump(h);
+        c.submit(h, 100 + i, &["SET", &key, "v"], 0);
         c.now += 150;
         c.run();
         assert_eq!(c.replies.remove(&(100 + i)), Some(Reply::ok()));
