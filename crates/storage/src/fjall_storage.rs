@@ -270,7 +270,7 @@ impl Work {
 impl FjallStorage {
     /// Opens (creating if missing or empty) the data directory `dir`.
     pub fn open(dir: &Path, opts: FjallOptions) -> Result<Self, StorageError> {
-        format::check_or_init(dir)?;
+        let found = format::check_or_init(dir)?;
         let dirb = dir.to_path_buf();
         let workers = opts.background_workers.max(1);
         // fjall should never panic on bad files, but a panic here must not take the node
@@ -313,6 +313,13 @@ impl FjallStorage {
                 })
             }
         };
+        if found == format::Found::Creating {
+            // Every partition exists in full on disk now; only then is it ours to keep.
+            keyspace
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| map_fjall(dir, e))?;
+            format::finish_creation(dir)?;
+        }
         Ok(FjallStorage {
             dir: dir.to_path_buf(),
             keyspace,
@@ -699,6 +706,48 @@ mod tests {
             }
             other => panic!("expected UnsupportedFormat, got {other:?}"),
         }
+    }
+
+    /// fjall writes an LSM tree's manifest before its level manifest; a process killed
+    /// between the two left a directory that never opened again ("No such file or
+    /// directory"). Rebuild that state by hand: the creation marker makes it ours to redo.
+    #[test]
+    fn creation_cut_short_by_a_kill_is_redone() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        drop(FjallStorage::open(&dir, FjallOptions::default()).unwrap());
+        let levels = dir.join("partitions").join(P_KV).join("levels");
+        assert!(levels.exists(), "fjall's layout changed: {levels:?}");
+        std::fs::remove_file(&levels).unwrap();
+        std::fs::remove_file(dir.join(format::FORMAT_FILE)).unwrap();
+        std::fs::write(dir.join(format::CREATING_FILE), b"").unwrap();
+
+        let s = FjallStorage::open(&dir, FjallOptions::default()).unwrap();
+        assert!(dir.join(format::FORMAT_FILE).exists());
+        assert!(!dir.join(format::CREATING_FILE).exists());
+        let mut u = EntityUpdate::new("k");
+        u.put_records = vec![(1, Bytes::from_static(b"r"))];
+        s.write_batch(&[u]).unwrap();
+        drop(s);
+        let s = FjallStorage::open(&dir, FjallOptions::default()).unwrap();
+        assert_eq!(s.load(b"k").unwrap().records.len(), 1);
+    }
+
+    #[test]
+    fn half_created_directory_without_the_marker_is_still_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("data");
+        drop(FjallStorage::open(&dir, FjallOptions::default()).unwrap());
+        std::fs::remove_file(dir.join(format::FORMAT_FILE)).unwrap();
+        let err = FjallStorage::open(&dir, FjallOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, StorageError::UnsupportedFormat { .. }),
+            "{err}"
+        );
+        assert!(
+            dir.join("partitions").exists(),
+            "refusal must delete nothing"
+        );
     }
 
     #[test]
