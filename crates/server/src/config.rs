@@ -106,6 +106,10 @@ pub struct NodeConfig {
     /// The storage engine's memtable per partition, MiB: when full it is written out
     /// as a new on-disk segment while writes go on into a fresh journal file.
     pub memtable_mb: u32,
+    /// The storage engine's data block, KiB (1-512): a read of an entity that is not
+    /// cached fetches and decodes one whole block. Fixed when a data directory is
+    /// created.
+    pub data_block_kb: u32,
     /// How the storage engine merges its on-disk segments: `tiered` (fewer rewrites
     /// per write) or `leveled` (fewer runs to look through per read).
     pub compaction: CompactionConfig,
@@ -172,6 +176,7 @@ impl Default for NodeConfig {
             cache_mb: 256,
             block_cache_mb: 256,
             memtable_mb: 16,
+            data_block_kb: 1,
             compaction: CompactionConfig::Tiered,
             // 7 M per shard (the default 2) is the most that 8 M-slot tables hold:
             // at most 2 x 136 MiB.
@@ -353,6 +358,9 @@ impl NodeConfig {
         if self.memtable_mb == 0 || self.memtable_mb > 1024 {
             return Err(field("memtable_mb", "must be 1 to 1024"));
         }
+        if self.data_block_kb == 0 || self.data_block_kb > 512 {
+            return Err(field("data_block_kb", "must be 1 to 512"));
+        }
         if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
             return Err(field("max_value_bytes", "must be 1 byte to 1 GiB"));
         }
@@ -420,6 +428,8 @@ mod tests {
         assert!(mistake(|c| c.id = 5).contains("`id`"));
         assert!(mistake(|c| c.shards = 0).contains("`shards`"));
         assert!(mistake(|c| c.memtable_mb = 0).contains("`memtable_mb`"));
+        assert!(mistake(|c| c.data_block_kb = 0).contains("`data_block_kb`"));
+        assert!(mistake(|c| c.data_block_kb = 513).contains("`data_block_kb`"));
         assert!(mistake(|c| c.block_cache_mb = (1 << 30) + 1).contains("`block_cache_mb`"));
         assert!(mistake(|c| c.client_addr = "nope".into()).contains("`client_addr`"));
     }

@@ -120,6 +120,7 @@ pub async fn run(
         FjallOptions {
             cache_bytes: cfg.block_cache_mb << 20,
             memtable_bytes: cfg.memtable_mb << 20,
+            data_block_bytes: cfg.data_block_kb << 10,
             compaction: cfg.compaction.into(),
             ..FjallOptions::default()
         },

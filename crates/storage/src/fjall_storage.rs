@@ -55,6 +55,10 @@ pub struct FjallOptions {
     pub row_cache_bytes: usize,
     /// How on-disk segments are merged.
     pub compaction: Compaction,
+    /// Size of a data block, the unit a point read fetches and decodes whole (1 KiB to
+    /// 512 KiB). fjall keeps a partition's block size from its creation: this applies
+    /// to data directories created with it.
+    pub data_block_bytes: u32,
 }
 
 /// How the storage engine merges its on-disk segments.
@@ -82,6 +86,9 @@ impl Default for FjallOptions {
             background_workers: 1,
             row_cache_bytes: 32 << 20,
             compaction: Compaction::default(),
+            // Measured over 3 M keys against fjall's 4 KiB (one run each): pipelined
+            // writes 9 118 -> 11 651/s, reads 17 748 -> 21 877/s; 100 k keys the same.
+            data_block_bytes: 1 << 10,
         }
     }
 }
@@ -294,6 +301,7 @@ impl FjallStorage {
                     }
                 };
                 let opts = PartitionCreateOptions::default()
+                    .block_size(opts.data_block_bytes.clamp(1 << 10, 512 << 10))
                     .max_memtable_size(opts.memtable_bytes.max(1 << 20))
                     .compaction_strategy(strategy);
                 ks.open_partition(name, opts)

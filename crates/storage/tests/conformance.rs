@@ -502,17 +502,20 @@ fn fjall_disk_usage_grows() {
 }
 
 /// Data directories written by earlier builds were compacted leveled; the default is
-/// now tiered. Switching either way keeps every row, also across flushed segments.
+/// now tiered, and their blocks were 4 KiB (now 1 KiB; fjall keeps a partition's block
+/// size from its creation). Reopening with other settings keeps every row, also across
+/// flushed segments.
 #[test]
-fn fjall_keeps_every_row_when_the_compaction_strategy_changes() {
+fn fjall_keeps_every_row_when_the_compaction_strategy_or_block_size_changes() {
     use storage::Compaction;
     let d = tempfile::tempdir().unwrap();
-    let open = |compaction| {
+    let open = |compaction, data_block_bytes| {
         FjallStorage::open(
             d.path(),
             FjallOptions {
                 memtable_bytes: 1 << 20,
                 compaction,
+                data_block_bytes,
                 ..FjallOptions::default()
             },
         )
@@ -542,14 +545,14 @@ fn fjall_keeps_every_row_when_the_compaction_strategy_changes() {
             );
         }
     };
-    let s = open(Compaction::Leveled);
+    let s = open(Compaction::Leveled, 4096);
     write(&s, 1);
     write(&s, 2);
     drop(s);
-    let s = open(Compaction::Tiered);
+    let s = open(Compaction::Tiered, 1024);
     check(&s, 2);
     write(&s, 3);
     drop(s);
-    let s = open(Compaction::Leveled);
+    let s = open(Compaction::Leveled, 2048);
     check(&s, 3);
 }
