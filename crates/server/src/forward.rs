@@ -16,12 +16,11 @@
 //! come back in time is answered `TIMEOUT` (outcome unknown), exactly like a local one.
 //!
 //! When the link to the home closes (the home was killed, or the network cut), the
-//! origin does not wait for that timeout: it proposes the write itself at once. That
-//! is safe because every forwarded write carries a request id (the client's REQID,
-//! or one the origin makes): if the home's proposal was chosen too, or is chosen
-//! later, whichever comes second finds the id among the entity's remembered replies
-//! ([`node::kv::RECENT`] of them) and is answered with the first reply instead of
-//! being applied again.
+//! writes forwarded over it are answered `TIMEOUT` at once (outcome unknown), so the
+//! client need not wait for the operation timeout. Proposing them again here is not
+//! safe: the home may have applied one, or may yet, and an entity remembers only its
+//! last [`node::kv::RECENT`] request ids, so on a hot entity a retried write could
+//! apply twice.
 //!
 //! The home never forwards again, so a request crosses at most one link.
 
