@@ -176,7 +176,7 @@ impl Default for NodeConfig {
             cache_mb: 256,
             block_cache_mb: 256,
             memtable_mb: 16,
-            data_block_kb: 1,
+            data_block_kb: 4,
             compaction: CompactionConfig::Tiered,
             // 7 M per shard (the default 2) is the most that 8 M-slot tables hold:
             // at most 2 x 136 MiB.

@@ -86,12 +86,12 @@ impl Default for FjallOptions {
             background_workers: 1,
             row_cache_bytes: 32 << 20,
             compaction: Compaction::default(),
-            // Against fjall's 4 KiB: an uncached point read 6.2-7.0 us instead of
-            // 8.2-8.3 (benches/point_read.rs, three runs); a node's RSS after 3 M
-            // keys 13 % lower, its data directory 50 % larger. End to end, two pairs of
-            // 3 M-key runs differed by +28 % and +5 % in writes/s, +23 % and -4 % in
-            // reads/s: within this machine's run-to-run noise.
-            data_block_bytes: 1 << 10,
+            // fjall's 4 KiB. 1 KiB makes an isolated uncached point read cheaper
+            // (benches/point_read.rs: 6.2-7.0 us against 8.2-8.3), and 3 M-key runs
+            // were within noise of 4 KiB, but at 10 M keys a side-by-side run with
+            // 1 KiB gave 2 169 writes/s (656 timeouts) and 9 504 reads/s where 4 KiB
+            // gave 5 654 and 17 206 (bench/after_preload.sh, one run each).
+            data_block_bytes: 4 << 10,
         }
     }
 }
