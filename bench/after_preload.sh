@@ -20,19 +20,14 @@ W=$(mktemp -d /tmp/after_preload.XXXXXX)
 # shellcheck source=bench/local_cluster.sh
 . bench/local_cluster.sh
 start_local_cluster
-cpu() {
-    local t=0 p
-    for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-    echo "$t"
-}
 t0=$SECONDS
 "$BENCH" --target "$TARGET" -c 64 -P 16 --mix set=1 --keys "$K" --preload --value-size 100 --no-progress >/dev/null
 echo "preload of $K keys: $((SECONDS - t0)) s"
 for wl in "-c 64 -P 16 -d 10 --warmup 1 --mix set=1 --keys $K" "-c 64 -d 10 --warmup 1 --mix get=1 --keys $K"; do
-    c0=$(cpu)
+    c0=$(cluster_cpu)
     # shellcheck disable=SC2086
     out=$("$BENCH" --target "$TARGET" --value-size 100 --no-progress $wl | grep -E '^all ')
-    c1=$(cpu)
+    c1=$(cluster_cpu)
     ops=$(echo "$out" | awk '{print $2}')
     # /proc times are in 1/100 s: x 10 000 / ops gives microseconds per op.
     echo "$wl | $out | server CPU per op $(((c1 - c0) * 10000 / ops)) us"

@@ -23,20 +23,15 @@ W=$(mktemp -d /tmp/cpu_per_op.XXXXXX)
 # shellcheck source=bench/local_cluster.sh
 . bench/local_cluster.sh
 start_local_cluster
-cpu() {
-    local t=0
-    for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-    echo "$t"
-}
 if [[ "$ARGS" == *get=1* || -n "${PRE:-}" ]]; then
     # shellcheck disable=SC2086
     "$BENCH" --target "$TARGET" ${PRE:--c 64 -d 2 --mix set=1 --keys 10000} --value-size 100 --no-progress >/dev/null
 fi
-c0=$(cpu)
+c0=$(cluster_cpu)
 s0=$(awk '/^ctxt/{print $2}' /proc/stat)
 # shellcheck disable=SC2086
 "$BENCH" --target "$TARGET" --value-size 100 --no-progress --json "$W/o.json" $ARGS | grep -E '^(op|all) '
-c1=$(cpu)
+c1=$(cluster_cpu)
 s1=$(awk '/^ctxt/{print $2}' /proc/stat)
 python3 - "$W/o.json" "$((c1 - c0))" "$((s1 - s0))" "$(getconf CLK_TCK)" <<'PY'
 import json, sys

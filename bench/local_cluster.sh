@@ -4,6 +4,7 @@
 # Needs: BIN (server binary), PORT (client port of node 0), OVR ("key = value"
 # settings separated by ';', replacing the demo's), W (an empty work directory).
 # Sets: pids (the three server processes), TARGET (a paxosstore-bench target).
+# Provides: cluster_cpu (the servers' CPU time so far).
 # Stops the servers and removes W on exit (KEEP=1: keeps W, with the nodes' logs).
 
 pids=()
@@ -12,6 +13,13 @@ cleanup() {
     if [ -n "${KEEP:-}" ]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
+
+# The three servers' CPU time so far (user + system), in 1/100 s, from /proc.
+cluster_cpu() {
+    local t=0 p
+    for p in "${pids[@]}"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+    echo "$t"
+}
 
 start_local_cluster() {
     # A port already answering would be a stray server from an earlier run: the

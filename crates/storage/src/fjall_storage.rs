@@ -88,9 +88,9 @@ impl Default for FjallOptions {
             compaction: Compaction::default(),
             // fjall's 4 KiB. 1 KiB makes an isolated uncached point read cheaper
             // (benches/point_read.rs: 6.2-7.0 us against 8.2-8.3), and 3 M-key runs
-            // were within noise of 4 KiB, but at 10 M keys a side-by-side run with
-            // 1 KiB gave 2 169 writes/s (656 timeouts) and 9 504 reads/s where 4 KiB
-            // gave 5 654 and 17 206 (bench/after_preload.sh, one run each).
+            // were within noise of 4 KiB, but at 10 M keys the side-by-side run with
+            // 1 KiB gave 2 169 writes/s (656 timeouts) and 9 504 reads/s, where
+            // bench/after_preload.sh with 4 KiB gave 5 654 and 17 206 (one run each).
             data_block_bytes: 4 << 10,
         }
     }

@@ -502,8 +502,8 @@ fn fjall_disk_usage_grows() {
 }
 
 /// Data directories written by earlier builds were compacted leveled; the default is
-/// now tiered, and their blocks were 4 KiB (now 1 KiB; fjall keeps a partition's block
-/// size from its creation). Reopening with other settings keeps every row, also across
+/// now tiered; the data block size is a setting, and fjall keeps a partition's block
+/// size from its creation. Reopening with other settings keeps every row, also across
 /// flushed segments.
 #[test]
 fn fjall_keeps_every_row_when_the_compaction_strategy_or_block_size_changes() {
