@@ -200,7 +200,13 @@ enum Batch {
 
 struct Slot {
     core: Option<Entity>,
+    /// The applied state, decoded. Stale while `undecoded` holds a later one.
     state: KvState,
+    /// The last applied value, not yet decoded: a replica that only accepts writes
+    /// proposed elsewhere never needs their states, so it decodes one only when a
+    /// request here reads or changes the entity (decoding every applied value was a
+    /// tenth of the shard's CPU on a write-only load, `benches/shard.rs`).
+    undecoded: Option<Bytes>,
     queue: VecDeque<Pending>,
     batch: Option<Batch>,
     parked: VecDeque<Message>,
@@ -468,6 +474,7 @@ impl Shard {
                 v.insert(Box::new(Slot {
                     core: None,
                     state: KvState::default(),
+                    undecoded: None,
                     queue: VecDeque::new(),
                     batch: None,
                     parked: VecDeque::new(),
@@ -610,15 +617,9 @@ impl Shard {
                     self.stats.recoveries += 1;
                 }
                 slot.applied = Some(entry);
-                match KvState::decode(&value) {
-                    Ok(s) => slot.state = s,
-                    Err(e) => {
-                        // A chosen value that does not decode cannot be applied; refuse
-                        // to serve this entity rather than serve a wrong state.
-                        let reply = Reply::error(format!("ERR corrupt entity state: {e}"));
-                        self.drop_entity(entity, reply);
-                    }
-                }
+                // The old state is of no more use: free it now.
+                slot.state = KvState::default();
+                slot.undecoded = Some(value);
             }
             Event::Done { token, outcome } => self.on_done(now, wall_ms, entity, token, outcome),
         }
@@ -641,6 +642,7 @@ impl Shard {
         };
         let mut replies: Vec<(ClientId, Reply)> = Vec::new();
         let mut requeue: Vec<Pending> = Vec::new();
+        let mut corrupt = None;
         match (batch, outcome) {
             (
                 Batch::Write {
@@ -677,8 +679,13 @@ impl Shard {
                 // The entity jumped ahead by snapshot before the entry's fate was
                 // learnt: the state remembers recent request ids, so a write found
                 // there happened; otherwise its outcome is unknown.
+                if let Err(e) = decode_applied(slot) {
+                    corrupt = Some(e);
+                }
                 for (p, r) in reqs.into_iter().zip(r) {
-                    if slot.state.recall(p.request_id).is_some() {
+                    if let Some(e) = &corrupt {
+                        replies.push((p.client, corrupt_state(e.clone())));
+                    } else if slot.state.recall(p.request_id).is_some() {
                         replies.push((p.client, r));
                     } else {
                         replies.push((
@@ -715,8 +722,15 @@ impl Shard {
                 }
                 Some(_) => requeue.extend(reqs),
                 None => {
+                    if let Err(e) = decode_applied(slot) {
+                        corrupt = Some(e);
+                    }
                     for p in reqs {
-                        replies.push((p.client, run_read(&mut slot.state, &p.req, wall_ms)));
+                        let reply = match &corrupt {
+                            Some(e) => corrupt_state(e.clone()),
+                            None => run_read(&mut slot.state, &p.req, wall_ms),
+                        };
+                        replies.push((p.client, reply));
                     }
                 }
             },
@@ -738,6 +752,9 @@ impl Shard {
         for (c, r) in replies {
             self.reply(c, r);
         }
+        if let Some(e) = corrupt {
+            self.drop_entity(entity, corrupt_state(e));
+        }
     }
 
     /// Start the next batch of queued requests if the entity is idle. Returns whether
@@ -749,6 +766,10 @@ impl Shard {
         };
         if slot.batch.is_some() || slot.queue.is_empty() {
             return false;
+        }
+        if let Err(e) = decode_applied(slot) {
+            self.drop_entity(entity, corrupt_state(e));
+            return true;
         }
         let Some(core) = slot.core.as_mut() else {
             return false;
@@ -919,6 +940,20 @@ fn is_write(req: &Request) -> bool {
     req.cmds
         .iter()
         .any(|c| matches!(exec::access(c), Access::Write))
+}
+
+/// Decodes the slot's last applied value if that is still pending.
+fn decode_applied(slot: &mut Slot) -> Result<(), crate::kv::KvDecodeError> {
+    if let Some(value) = slot.undecoded.take() {
+        slot.state = KvState::decode(&value)?;
+    }
+    Ok(())
+}
+
+/// The answer for an entity whose chosen value does not decode: it cannot be applied,
+/// so the entity is not served rather than served from a wrong state.
+fn corrupt_state(e: crate::kv::KvDecodeError) -> Reply {
+    Reply::error(format!("ERR corrupt entity state: {e}"))
 }
 
 /// Execute a read-only request (no command in it writes) on the cached state itself.

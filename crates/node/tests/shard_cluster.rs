@@ -316,3 +316,30 @@ fn slow_write_rounds_raise_the_write_retry_delay_and_fast_ones_lower_it() {
     let fast: Vec<u64> = c.shards.iter().map(|s| s.stats().write_retry_ms).collect();
     assert!(fast.iter().all(|&r| r == floor), "fast rounds: {fast:?}");
 }
+
+#[test]
+fn chosen_state_that_does_not_decode_is_refused_not_served() {
+    let mut c = Cluster::new();
+    assert_eq!(c.call(0, 1, &["SET", "k", "v"], 0), Reply::ok());
+    // Every node's durable records of `k` get a value that is no entity state.
+    for disk in &mut c.disk {
+        for ((entity, _), bytes) in disk.iter_mut() {
+            if entity.as_ref() == b"k" {
+                let mut rec = codec::decode_record(bytes).unwrap();
+                if !rec.value.is_empty() {
+                    rec.value = Bytes::from_static(&[0xff, 1, 2]);
+                }
+                *bytes = codec::encode_record(&rec);
+            }
+        }
+    }
+    for i in 0..3 {
+        c.restart(i);
+    }
+    for (node, client) in [(0, 2), (1, 3)] {
+        match c.call(node, client, &["GET", "k"], 0) {
+            Reply::Error(e) => assert!(e.starts_with("ERR corrupt entity state"), "{e}"),
+            other => panic!("served {other:?} from a corrupt state"),
+        }
+    }
+}
