@@ -21,6 +21,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
+use foldhash::fast::FixedState;
 use paxos::{Config, Entity, EntryId, Event, Message, Outcome, Record};
 use resp::{Command, Reply};
 
@@ -31,10 +32,8 @@ use crate::summaries::Summaries;
 
 /// Memory a cached entity costs beyond its payload (see the end of `settle`).
 const ENTITY_OVERHEAD: usize = 2 << 10;
-/// Touches within which an entity is not moved in the LRU order again (see
-/// `Shard::slot`): 64 clients each touching their entity 3-5 times per operation
-/// interleave a few hundred touches between an operation's first and last.
-const LRU_SLACK: u64 = 1024;
+/// How many of the least recently filed entities one eviction pass looks at.
+const EVICTION_CANDIDATES: usize = 64;
 
 /// Reply while this node may not vote on an entity's next entry (wiped-disk rule).
 /// Given before anything is proposed, so the write may be proposed elsewhere.
@@ -210,7 +209,10 @@ struct Slot {
     queue: VecDeque<Pending>,
     batch: Option<Batch>,
     parked: VecDeque<Message>,
+    /// Stamp of the last touch.
     lru: u64,
+    /// Stamp under which the entity is filed in `Shard::lru` (at most `lru`).
+    filed: u64,
     timer: Option<u64>,
     bytes: usize,
     /// Entry of the last applied state (None before the first Apply after a load).
@@ -224,7 +226,15 @@ pub struct Shard {
     /// every one of them into freshly faulted memory when it grew (at 100 k entities,
     /// a 300 ms pause of the shard with all three nodes pausing together under a
     /// uniform load).
-    slots: HashMap<Bytes, Box<Slot>>,
+    ///
+    /// Keyed by foldhash seeded from the shard's seed: every operation looks its entity
+    /// up several times, and SipHash (std's default) was a tenth of the shard's CPU.
+    slots: HashMap<Bytes, Box<Slot>, FixedState>,
+    /// Cached entities by the stamp they were filed under. A touch only stamps the
+    /// slot; eviction re-files an entity touched since it was filed when it reaches
+    /// the front, so the front is the least recently used and a touch costs no
+    /// B-tree work (moving the entity on each touch was two thirds of looking it
+    /// up, `benches/shard.rs`).
     lru: BTreeMap<u64, Bytes>,
     timers: BTreeSet<(u64, Bytes)>,
     out: VecDeque<Output>,
@@ -252,7 +262,7 @@ impl Shard {
     /// `seed` feeds the cores' randomness (jitter, read ids).
     pub fn new(cfg: ShardConfig, seed: u64) -> Self {
         Self {
-            slots: HashMap::new(),
+            slots: HashMap::with_hasher(FixedState::with_seed(seed)),
             lru: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
@@ -479,21 +489,14 @@ impl Shard {
                     batch: None,
                     parked: VecDeque::new(),
                     lru: touch,
+                    filed: touch,
                     timer: None,
                     bytes: 0,
                     applied: None,
                 }))
             }
         };
-        // Re-file the entity in the LRU order only when its stamp is not recent: one
-        // operation touches its entity 3-5 times within a few hundred touches, and
-        // moving it in the B-tree each time cost 3 % of a read's CPU. Eviction order
-        // is then LRU to within `LRU_SLACK` touches.
-        if touch - slot.lru > LRU_SLACK {
-            self.lru.remove(&slot.lru);
-            slot.lru = touch;
-            self.lru.insert(touch, entity.clone());
-        }
+        slot.lru = touch;
         slot
     }
 
@@ -501,7 +504,7 @@ impl Shard {
         let Some(slot) = self.slots.remove(entity) else {
             return;
         };
-        self.lru.remove(&slot.lru);
+        self.lru.remove(&slot.filed);
         if let Some(t) = slot.timer {
             self.timers.remove(&(t, entity.clone()));
         }
@@ -903,10 +906,10 @@ impl Shard {
         if self.cached_bytes <= self.cfg.max_cached_bytes {
             return;
         }
-        // The 64 least recently used are candidates; a busy one is skipped. Only their
-        // stamps are copied out: this runs on every wake-up while the cache is full,
-        // and it used to copy 256 names to look at 64.
-        let stamps: Vec<u64> = self.lru.keys().take(64).copied().collect();
+        // The least recently filed are candidates; one touched since it was filed is
+        // filed again under its last touch, a busy one is skipped. Only their stamps
+        // are copied out: this runs on every wake-up while the cache is full.
+        let stamps: Vec<u64> = self.lru.keys().take(EVICTION_CANDIDATES).copied().collect();
         for k in stamps {
             if self.cached_bytes <= self.cfg.max_cached_bytes {
                 break;
@@ -914,6 +917,14 @@ impl Shard {
             let Some(e) = self.lru.get(&k).cloned() else {
                 continue;
             };
+            if let Some(slot) = self.slots.get_mut(&e) {
+                if slot.lru != k {
+                    self.lru.remove(&k);
+                    slot.filed = slot.lru;
+                    self.lru.insert(slot.lru, e);
+                    continue;
+                }
+            }
             let idle = self.slots.get(&e).is_some_and(|s| {
                 s.batch.is_none()
                     && s.queue.is_empty()

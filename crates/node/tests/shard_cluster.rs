@@ -343,3 +343,35 @@ fn chosen_state_that_does_not_decode_is_refused_not_served() {
         }
     }
 }
+
+#[test]
+fn the_least_recently_used_entity_is_evicted_first() {
+    let mut c = Cluster::new();
+    let value = "v".repeat(2000);
+    // Far more than node 0's 1 MiB budget; `hot` is read between every two writes,
+    // `cold` only written once at the start.
+    c.call(0, 1, &["SET", "cold", &value], 0);
+    c.call(0, 2, &["SET", "hot", &value], 0);
+    let before = c.shards[0].stats().loads;
+    for k in 0..800u64 {
+        c.call(0, 10 + 2 * k, &["SET", &format!("big{k}"), &value], 0);
+        c.call(0, 11 + 2 * k, &["GET", "hot"], 0);
+    }
+    assert!(c.shards[0].stats().evictions > 0);
+    let loads = c.shards[0].stats().loads;
+    assert_eq!(
+        loads,
+        before + 800,
+        "only the new keys were loaded, never hot"
+    );
+    assert_eq!(
+        c.call(0, 5000, &["GET", "hot"], 0),
+        Reply::Bulk(Bytes::from(value.clone()))
+    );
+    assert_eq!(c.shards[0].stats().loads, loads, "hot stayed cached");
+    assert_eq!(
+        c.call(0, 5001, &["GET", "cold"], 0),
+        Reply::Bulk(Bytes::from(value))
+    );
+    assert_eq!(c.shards[0].stats().loads, loads + 1, "cold was evicted");
+}
