@@ -375,3 +375,31 @@ fn the_least_recently_used_entity_is_evicted_first() {
     );
     assert_eq!(c.shards[0].stats().loads, loads + 1, "cold was evicted");
 }
+
+#[test]
+fn cache_stays_within_budget_when_many_entities_load_at_once() {
+    let mut c = Cluster::new();
+    let value = "v".repeat(2000);
+    let mut peak = 0;
+    // 256 writes to new keys on every node per round, as many pipelining clients send
+    // them between two ticks (where eviction runs): the preload of the scale runs.
+    for round in 0..10u64 {
+        for k in 0..768u64 {
+            let id = round * 768 + k;
+            c.submit(
+                (id % 3) as usize,
+                id + 1,
+                &["SET", &format!("burst{id}"), &value],
+                0,
+            );
+        }
+        c.run();
+        for i in 0..3 {
+            peak = peak.max(c.shards[i].stats().cached_bytes);
+        }
+    }
+    // The 1 MiB budget plus what one round adds before its tick (256 entities).
+    assert!(peak <= (1 << 20) + 256 * 12 * 1024, "peak {peak}");
+    let st = c.shards[0].stats();
+    assert!(st.cached_bytes <= 1 << 20, "after a tick: {st:?}");
+}
