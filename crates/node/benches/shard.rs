@@ -1,7 +1,8 @@
 //! Micro-benchmark of the shard's own CPU per operation: three sans-IO shards wired in
 //! memory (no I/O; persists complete at once, messages go through the wire codec as
-//! in production), 10 000 cached entities, rounds of 64 concurrent GETs or SETs on
-//! uniform keys spread over the three nodes, as `bench/side_by_side.sh` sends them.
+//! in production), 10 000 cached entities, rounds of 64 concurrent requests on
+//! uniform keys, as `bench/side_by_side.sh` sends them: GETs spread over the three
+//! nodes, SETs at each key's home (where the servers forward them).
 //!
 //! `cargo bench -p node --bench shard`
 
@@ -141,24 +142,6 @@ fn bench(c: &mut Criterion) {
     g.bench_function("set", |b| b.iter(|| cluster.round(&mut rng, &set, true)));
     g.finish();
     assert!(cluster.replies > 0);
-    if std::env::var_os("SHARD_GROWTH").is_some() {
-        for r in 0..20_000 {
-            cluster.round(&mut rng, &set, true);
-            if r % 4000 == 0 {
-                let st = cluster.shards[0].stats();
-                let rss = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-                let rss = rss
-                    .lines()
-                    .find(|l| l.starts_with("VmRSS"))
-                    .unwrap_or("")
-                    .to_string();
-                eprintln!(
-                    "round {r}: cached {} entities {} bytes, {rss}",
-                    st.entities_cached, st.cached_bytes
-                );
-            }
-        }
-    }
 }
 
 criterion_group!(benches, bench);
