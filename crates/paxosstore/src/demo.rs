@@ -21,8 +21,19 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// nodes, 1 + 1 threads per node did 5-31 % more writes and reads per second than
 /// 2 + 2, at less CPU per operation; see BENCHMARKS.md's component notes).
 fn threads_per_node(nodes: u8) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / usize::from(nodes)).clamp(1, 8)
+    (cores() / usize::from(nodes)).clamp(1, 8)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Shards on threads of their own only when every node's shard and IO threads fit on
+/// the cores. Otherwise they run as tasks on the IO threads: on 2 cores with 3 nodes
+/// that gave 17-30 % more reads per second at 15-28 % less CPU per read, and 3-5 %
+/// more writes (`bench/cpu_per_op.sh`, BENCHMARKS.md's tenth-session notes).
+fn shard_threads(nodes: u8, threads: usize) -> bool {
+    2 * threads * usize::from(nodes) <= cores()
 }
 
 pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
@@ -67,6 +78,7 @@ pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
             data_dir: dir.join(format!("node{i}")),
             members: members.clone(),
             shards: threads,
+            shard_threads: shard_threads(nodes, threads),
             io_threads: threads,
             ..NodeConfig::default()
         };

@@ -415,9 +415,20 @@ fn majority_loss_is_reported_and_recovered() {
 /// acknowledged INCRs are neither lost nor applied twice. Three crash rounds.
 #[test]
 fn kill_all_during_writes_keeps_every_acknowledged_write() {
+    kill_all_during_writes("");
+}
+
+/// The same with the shards run as tasks on the IO threads (what the demo runs on
+/// small machines): persist completions come back on their own channel there.
+#[test]
+fn kill_all_during_writes_keeps_every_acknowledged_write_with_shards_on_io_threads() {
+    kill_all_during_writes("shard_threads = false");
+}
+
+fn kill_all_during_writes(extra: &str) {
     const WRITERS: usize = 6;
     const ROUNDS: usize = 3;
-    let mut cl = Cluster::start();
+    let mut cl = Cluster::start_with(extra);
     let mut acked: Vec<(String, String)> = Vec::new();
     let mut counters: Vec<(i64, bool)> = vec![(0, false); WRITERS];
     for round in 0..ROUNDS {

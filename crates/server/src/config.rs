@@ -57,8 +57,12 @@ pub struct NodeConfig {
     pub admin_addr: String,
     pub data_dir: PathBuf,
     pub members: Vec<MemberConfig>,
-    /// Entity worker threads (entities hash to shards).
+    /// Entity workers (entities hash to shards).
     pub shards: usize,
+    /// Each shard on an OS thread of its own (true), or as a task on the IO threads
+    /// (false: fewer threads, no wake-up between a connection and its shard; the
+    /// better choice when the machine has fewer cores than the node has threads).
+    pub shard_threads: bool,
     /// Tokio IO threads; also the default number of connections per peer.
     pub io_threads: usize,
     /// Connections per peer (0 = io_threads).
@@ -154,6 +158,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("data"),
             members: Vec::new(),
             shards: 2,
+            shard_threads: true,
             io_threads: 2,
             channels_per_peer: 0,
             peer_secret: None,

@@ -190,7 +190,8 @@ pub async fn run(
     let mut shards = Vec::new();
     let mut threads = Vec::new();
     for i in 0..cfg.shards {
-        let (tx, rx) = std::sync::mpsc::sync_channel(65_536);
+        let (handle, rx) = crate::shard_worker::inbox(65_536);
+        let (done_tx, done_rx) = tokio::sync::mpsc::unbounded_channel();
         // From the OS's randomness (std's RandomState keys): the seed also keys the
         // hashes of the shard's probe summaries, which must not be predictable (two
         // names colliding there would share a summary).
@@ -202,18 +203,28 @@ pub async fn run(
             index: i,
             shard: Shard::new(shard_cfg.clone(), seed),
             rx,
-            me: tx.clone(),
+            done_rx,
+            done_tx,
             storage: storage.clone(),
             group_commit: group_commit.clone(),
             transport: transport.clone(),
             disk_failing: disk_failing.clone(),
         };
-        let t = std::thread::Builder::new()
-            .name(format!("shard-{i}"))
-            .spawn(move || worker.run(epoch))
-            .map_err(ServerError::Thread)?;
-        threads.push(t);
-        shards.push(ShardHandle { tx });
+        threads.push(if cfg.shard_threads {
+            // A runtime of its own (timers only) on a thread of its own.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(ServerError::Thread)?;
+            let t = std::thread::Builder::new()
+                .name(format!("shard-{i}"))
+                .spawn(move || rt.block_on(worker.run(epoch)))
+                .map_err(ServerError::Thread)?;
+            ShardRunner::Thread(t)
+        } else {
+            ShardRunner::Task(tokio::spawn(worker.run(epoch)))
+        });
+        shards.push(handle);
     }
 
     let acl = crate::acl::Acl::new(&cfg.users, cfg.requirepass.as_deref()).map_err(|message| {
@@ -381,16 +392,29 @@ pub async fn run(
     link_task.abort();
     // Shards answer what is queued with an error; persists already submitted finish.
     for s in &shared.shards {
-        let _ = s.tx.send(ShardInput::Stop);
+        let _ = s.tx.send(ShardInput::Stop).await;
     }
     for t in threads {
-        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        match t {
+            ShardRunner::Thread(t) => {
+                let _ = tokio::task::spawn_blocking(move || t.join()).await;
+            }
+            ShardRunner::Task(t) => {
+                let _ = t.await;
+            }
+        }
     }
     let gc = group_commit.clone();
     let _ = tokio::task::spawn_blocking(move || gc.shutdown()).await;
     transport.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Where a shard worker runs (`shard_threads`).
+enum ShardRunner {
+    Thread(std::thread::JoinHandle<()>),
+    Task(tokio::task::JoinHandle<()>),
 }
 
 /// A decoded peer message, if it decoded and claims the sender the handshake proved.

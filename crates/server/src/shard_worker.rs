@@ -1,6 +1,9 @@
-//! One OS thread per shard: it owns a sans-IO [`node::shard::Shard`] and is its thin
-//! pump. Its inbox is the only way in (bounded); storage loads are done inline
-//! (reads), persists go to the group-commit writer and come back as inbox messages.
+//! One worker per shard: it owns a sans-IO [`node::shard::Shard`] and is its thin
+//! pump. It runs on an OS thread of its own (`shard_threads = true`) or as a task on
+//! the IO runtime (`false`: on a machine with fewer cores than threads, every hand-off
+//! between a connection and its shard was a thread wake-up and a context switch).
+//! Its inbox is the only way in (bounded); storage loads are done inline (reads),
+//! persists go to the group-commit writer and come back on a channel of their own.
 //!
 //! One wake-up takes everything queued (up to [`MAX_INPUTS_PER_WAKE`]) and holds back
 //! what it produces for the outside until the end: the persists go to the writer as
@@ -12,7 +15,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +24,7 @@ use node::shard::{Output, Request, Shard, ShardStats};
 use paxos::Message;
 use resp::Reply;
 use storage::{EntityUpdate, GroupCommit, Storage};
+use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::sync::oneshot;
 
 /// Peer frame type carrying one Paxos message (still accepted; shards send batches).
@@ -64,24 +67,35 @@ pub struct Full;
 /// Handle to send work to a shard.
 #[derive(Clone)]
 pub struct ShardHandle {
-    pub tx: SyncSender<ShardInput>,
+    pub tx: mpsc::Sender<ShardInput>,
 }
 
 impl ShardHandle {
     /// Queue without blocking; `Err(Full)` when the shard's inbox is full (overload).
     pub fn try_send(&self, input: ShardInput) -> Result<(), Full> {
         self.tx.try_send(input).map_err(|e| match e {
-            TrySendError::Full(_) | TrySendError::Disconnected(_) => Full,
+            TrySendError::Full(_) | TrySendError::Closed(_) => Full,
         })
     }
+}
+
+/// A shard's inbox (bounded: `capacity` inputs) and the worker's half of it.
+pub fn inbox(capacity: usize) -> (ShardHandle, mpsc::Receiver<ShardInput>) {
+    let (tx, rx) = mpsc::channel(capacity);
+    (ShardHandle { tx }, rx)
 }
 
 pub struct ShardWorker {
     /// This shard's index: picks the peer connection its batches use.
     pub index: usize,
     pub shard: Shard,
-    pub rx: Receiver<ShardInput>,
-    pub me: SyncSender<ShardInput>,
+    pub rx: mpsc::Receiver<ShardInput>,
+    /// Persist completions. Unbounded channel, bounded by construction: one message
+    /// per submission the group-commit writer accepted, and its queue is bounded.
+    /// Apart from the inbox so that a full inbox can never lose one (an entity whose
+    /// persist is never answered would stay stuck).
+    pub done_rx: mpsc::UnboundedReceiver<ShardInput>,
+    pub done_tx: mpsc::UnboundedSender<ShardInput>,
     pub storage: Arc<dyn Storage>,
     pub group_commit: Arc<GroupCommit>,
     pub transport: net::Transport,
@@ -99,9 +113,11 @@ pub use node::route::route;
 
 impl ShardWorker {
     /// Run until `Stop` or until every sender is gone.
-    pub fn run(mut self, epoch: Instant) {
+    pub async fn run(mut self, epoch: Instant) {
         let mut out = Held::default();
         let mut inputs: Vec<ShardInput> = Vec::new();
+        let timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(timer);
         loop {
             let now = epoch.elapsed().as_millis() as u64;
             let wait = self
@@ -111,12 +127,20 @@ impl ShardWorker {
                     Duration::from_millis(t.saturating_sub(now))
                 })
                 .min(Duration::from_millis(20));
-            match self.rx.recv_timeout(wait) {
-                Ok(i) => inputs.push(i),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
+            timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            tokio::select! {
+                biased;
+                Some(i) = self.done_rx.recv() => inputs.push(i),
+                i = self.rx.recv() => match i {
+                    Some(i) => inputs.push(i),
+                    None => return,
+                },
+                () = &mut timer => {}
             }
             // Take what else is queued (bounded), so one wake-up serves many.
+            while let Ok(i) = self.done_rx.try_recv() {
+                inputs.push(i);
+            }
             while inputs.len() < MAX_INPUTS_PER_WAKE {
                 match self.rx.try_recv() {
                     Ok(i) => inputs.push(i),
@@ -248,9 +272,8 @@ impl ShardWorker {
         if !out.updates.is_empty() {
             let updates = std::mem::take(&mut out.updates);
             let done_list = std::mem::take(&mut out.persisted);
-            let tx = self.me.clone();
+            let tx = self.done_tx.clone();
             let done = Box::new(move |res: Result<(), storage::StorageError>| {
-                // Blocking send is fine: the shard thread never waits on the writer.
                 let _ = tx.send(ShardInput::Persisted {
                     done: done_list,
                     result: res.map_err(|e| e.to_string()),
