@@ -405,8 +405,10 @@ pub fn render(rs: &[Summary], dir: &Path, a: &ReportArgs) -> String {
         let _ = writeln!(s, "## Scale\n");
         let _ = writeln!(
             s,
-            "Each step preloads its keys (pipelined SETs), then measures pipelined writes \
-             (`-P 16`) and plain reads over all of them; RSS is the largest node's after the step.\n"
+            "Each step preloads its keys (pipelined SETs), waits until the servers are idle \
+             (the preload's flushes and compactions done; the wait is in the notes), then \
+             measures pipelined writes (`-P 16`) and plain reads over all of them; RSS is \
+             the largest node's after the step.\n"
         );
         let _ = writeln!(
             s,
