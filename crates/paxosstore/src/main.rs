@@ -127,11 +127,17 @@ fn run_server(path: PathBuf) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.io_threads)
-        .enable_all()
-        .build()
-    {
+    // One IO thread: tokio's single-threaded scheduler, which has no work stealing to
+    // coordinate (reads +4-8 % and 7 % less CPU each on the demo's 2-core cluster,
+    // BENCHMARKS.md's tenth-session notes).
+    let mut builder = if cfg.io_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cfg.io_threads);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("paxosstore: cannot start runtime: {e}");

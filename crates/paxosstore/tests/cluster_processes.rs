@@ -418,11 +418,12 @@ fn kill_all_during_writes_keeps_every_acknowledged_write() {
     kill_all_during_writes("");
 }
 
-/// The same with the shards run as tasks on the IO threads (what the demo runs on
-/// small machines): persist completions come back on their own channel there.
+/// The same as the demo runs on small machines: one IO thread (tokio's
+/// single-threaded scheduler) and the shards as tasks on it, where persist
+/// completions come back on a channel of their own.
 #[test]
 fn kill_all_during_writes_keeps_every_acknowledged_write_with_shards_on_io_threads() {
-    kill_all_during_writes("shard_threads = false");
+    kill_all_during_writes("shard_threads = false\nio_threads = 1");
 }
 
 fn kill_all_during_writes(extra: &str) {

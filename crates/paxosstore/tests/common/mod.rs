@@ -282,6 +282,17 @@ impl Cluster {
         for (i, n) in nodes.iter().enumerate() {
             members.push_str(&format!("\n[[members]]\nid = {i}\npeer = \"{}\"\n", n.peer));
         }
+        // Two shards and two IO threads unless `extra` says otherwise (a key given
+        // twice would be a config error).
+        let threads: String = ["shards", "io_threads"]
+            .iter()
+            .filter(|k| {
+                !extra
+                    .lines()
+                    .any(|l| l.split('=').next().map(str::trim) == Some(**k))
+            })
+            .map(|k| format!("{k} = 2\n"))
+            .collect();
         for (i, n) in nodes.iter().enumerate() {
             let toml = format!(
                 "id = {i}\n\
@@ -290,8 +301,7 @@ impl Cluster {
                  peer_addr = \"{}\"\n\
                  admin_addr = \"{}\"\n\
                  data_dir = \"{}\"\n\
-                 shards = 2\n\
-                 io_threads = 2\n\
+                 {threads}\
                  {extra}\n\
                  {members}",
                 n.client,
