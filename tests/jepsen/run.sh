@@ -24,13 +24,15 @@ status=0
 run() { "$JEPSEN" --out "$OUT" "$@" || status=1; }
 
 run --nodes 3 --rounds "$R3" --seed "$(seed)" --bin "$BIN"
-# Shards as tasks on the IO threads (what the demo runs on small machines) in half
-# the configurations, each shard on a thread of its own in the other half.
-run --nodes 5 --rounds "$R5" --seed "$(seed)" --bin "$BIN" --server-config "shard_threads = false"
+# Half the configurations run as the demo does on small machines: one IO thread
+# (tokio's single-threaded scheduler) with the shards as tasks on it; the other half
+# two IO threads and a thread per shard.
+SMALL=(--server-config "shard_threads = false" --server-config "io_threads = 1")
+run --nodes 5 --rounds "$R5" --seed "$(seed)" --bin "$BIN" "${SMALL[@]}"
 
 if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
   tests/jepsen/build-image.sh "$BIN" paxosstore-jepsen:local
-  run --docker --nodes 3 --rounds "$D3" --seed "$(seed)" --image paxosstore-jepsen:local --server-config "shard_threads = false"
+  run --docker --nodes 3 --rounds "$D3" --seed "$(seed)" --image paxosstore-jepsen:local "${SMALL[@]}"
   run --docker --nodes 5 --rounds "$D5" --seed "$(seed)" --image paxosstore-jepsen:local
 else
   echo "SKIP: docker not available (fault tests on containers)"

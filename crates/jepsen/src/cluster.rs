@@ -171,9 +171,20 @@ fn config_toml(
     rejoin: bool,
     extra: &str,
 ) -> String {
+    // Two shards and two IO threads unless `extra` sets them (a key given twice
+    // would be a config error).
+    let threads: String = ["shards", "io_threads"]
+        .iter()
+        .filter(|k| {
+            !extra
+                .lines()
+                .any(|l| l.split('=').next().map(str::trim) == Some(**k))
+        })
+        .map(|k| format!("{k} = 2\n"))
+        .collect();
     let mut s = format!(
         "id = {i}\ncluster_id = 9\nclient_addr = \"{client}\"\npeer_addr = \"{peer}\"\n\
-         admin_addr = \"{admin}\"\ndata_dir = \"{data}\"\nshards = 2\nio_threads = 2\n\
+         admin_addr = \"{admin}\"\ndata_dir = \"{data}\"\n{threads}\
          check_peer_source = false\nop_timeout_ms = 2000\nrejoin = {rejoin}\n{extra}"
     );
     for (j, m) in members.iter().enumerate() {

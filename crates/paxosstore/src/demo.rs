@@ -28,12 +28,13 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Shards on threads of their own only when every node's shard and IO threads fit on
-/// the cores. Otherwise they run as tasks on the IO threads: on 2 cores with 3 nodes
-/// that gave 17-30 % more reads per second at 15-28 % less CPU per read, and 3-5 %
-/// more writes (`bench/cpu_per_op.sh`, BENCHMARKS.md's tenth-session notes).
-fn shard_threads(nodes: u8, threads: usize) -> bool {
-    2 * threads * usize::from(nodes) <= cores()
+/// Shards on threads of their own unless each node gets a single thread (fewer than
+/// two cores per node). Then they run as tasks on that one IO thread: on 2 cores with
+/// 3 nodes that gave 17-30 % more reads per second at 15-28 % less CPU per read, and
+/// 3-5 % more writes (`bench/cpu_per_op.sh`, BENCHMARKS.md's tenth-session notes).
+/// With more threads per node that choice was not measured.
+fn shard_threads(threads: usize) -> bool {
+    threads > 1
 }
 
 pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
@@ -78,7 +79,7 @@ pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
             data_dir: dir.join(format!("node{i}")),
             members: members.clone(),
             shards: threads,
-            shard_threads: shard_threads(nodes, threads),
+            shard_threads: shard_threads(threads),
             io_threads: threads,
             ..NodeConfig::default()
         };

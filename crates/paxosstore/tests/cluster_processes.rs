@@ -418,9 +418,9 @@ fn kill_all_during_writes_keeps_every_acknowledged_write() {
     kill_all_during_writes("");
 }
 
-/// The same as the demo runs on small machines: one IO thread (tokio's
-/// single-threaded scheduler) and the shards as tasks on it, where persist
-/// completions come back on a channel of their own.
+/// The same with one IO thread (tokio's single-threaded scheduler) and the shards as
+/// tasks on it, as the demo runs on small machines (with two shards here, not one):
+/// persist completions come back on a channel of their own there.
 #[test]
 fn kill_all_during_writes_keeps_every_acknowledged_write_with_shards_on_io_threads() {
     kill_all_during_writes("shard_threads = false\nio_threads = 1");

@@ -60,8 +60,8 @@ pub struct NodeConfig {
     /// Entity workers (entities hash to shards).
     pub shards: usize,
     /// Each shard on an OS thread of its own (true), or as a task on the IO threads
-    /// (false: fewer threads, no wake-up between a connection and its shard; the
-    /// better choice when the machine has fewer cores than the node has threads).
+    /// (false: fewer threads, no wake-up between a connection and its shard; measured
+    /// better with one IO thread per node and more busy threads than cores).
     pub shard_threads: bool,
     /// Tokio IO threads; also the default number of connections per peer.
     pub io_threads: usize,

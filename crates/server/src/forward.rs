@@ -380,7 +380,7 @@ pub fn try_forward(
         return None;
     }
     let home = node::route::home(entity, shared.cfg.members.len() as u8);
-    if home == shared.cfg.id || !shared.peer_connected(home) {
+    if home == shared.cfg.id || !shared.peer_fully_connected(home) {
         return None;
     }
     let (id, rx) = shared.forwarder.register(home)?;

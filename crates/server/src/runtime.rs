@@ -68,9 +68,12 @@ impl Shared {
         up + 1 > self.cfg.members.len() / 2
     }
 
-    /// Whether at least one connection to `peer` is up.
-    pub fn peer_connected(&self, peer: u8) -> bool {
-        self.transport.live_channels(peer) > 0
+    /// Whether every connection to `peer` is up. Writes are forwarded only then: when
+    /// a peer dies its connections are seen to close one at a time, and a write
+    /// forwarded over one still open would be lost with it (answered as an unknown
+    /// outcome) where proposing here would have succeeded.
+    pub fn peer_fully_connected(&self, peer: u8) -> bool {
+        self.transport.live_channels(peer) >= self.transport.channels_per_peer()
     }
 
     /// Each member's link state as text (self is "self").
@@ -211,14 +214,29 @@ pub async fn run(
             disk_failing: disk_failing.clone(),
         };
         threads.push(if cfg.shard_threads {
-            // A runtime of its own (timers only) on a thread of its own.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_time()
-                .build()
-                .map_err(ServerError::Thread)?;
+            // A runtime of its own (timers only) on a thread of its own, built there:
+            // a runtime dropped inside this async function would panic.
+            let (ready_tx, ready_rx) = oneshot::channel();
             let t = std::thread::Builder::new()
                 .name(format!("shard-{i}"))
-                .spawn(move || rt.block_on(worker.run(epoch)))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                    {
+                        Ok(rt) => {
+                            let _ = ready_tx.send(Ok(()));
+                            rt.block_on(worker.run(epoch));
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                        }
+                    }
+                })
+                .map_err(ServerError::Thread)?;
+            ready_rx
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("shard thread ended at start")))
                 .map_err(ServerError::Thread)?;
             ShardRunner::Thread(t)
         } else {

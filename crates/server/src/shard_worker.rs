@@ -37,7 +37,7 @@ const MAX_INPUTS_PER_WAKE: usize = 1024;
 /// of the wake-up (bounds the frame and the worker's buffer).
 const MAX_BATCH_BYTES: usize = 256 << 10;
 
-/// Everything a shard thread is told.
+/// Everything a shard worker is told.
 pub enum ShardInput {
     Request {
         entity: Bytes,
@@ -133,7 +133,8 @@ impl ShardWorker {
                 Some(i) = self.done_rx.recv() => inputs.push(i),
                 i = self.rx.recv() => match i {
                     Some(i) => inputs.push(i),
-                    None => return,
+                    // Every sender is gone: stop as on `Stop`.
+                    None => inputs.push(ShardInput::Stop),
                 },
                 () = &mut timer => {}
             }

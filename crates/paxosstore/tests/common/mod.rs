@@ -408,12 +408,32 @@ impl Cluster {
     }
 
     /// Number of peers node `i` reports as connected in /status.json.
+    /// Peers node `i` has every connection to (`up(n)` with n its configured
+    /// channels per peer): only then does it forward writes to them.
     pub fn peers_up(&self, i: usize) -> Result<usize, String> {
         let (code, body) = http_get(&self.nodes[i].admin, "/status.json")?;
         if code != 200 {
             return Err(format!("status {code}"));
         }
-        Ok(body.matches("\"state\":\"up(").count())
+        Ok(body
+            .matches(&format!("\"state\":\"up({})", self.channels_per_peer(i)))
+            .count())
+    }
+
+    /// Node `i`'s connections per peer, from its config file: `channels_per_peer`,
+    /// else `io_threads`, else the server's default (2).
+    fn channels_per_peer(&self, i: usize) -> usize {
+        let text = std::fs::read_to_string(self.config_path(i)).unwrap_or_default();
+        let setting = |key: &str| {
+            text.lines().find_map(|l| {
+                let (k, v) = l.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().parse::<usize>().ok())?
+            })
+        };
+        match setting("channels_per_peer") {
+            Some(n) if n > 0 => n,
+            _ => setting("io_threads").unwrap_or(2),
+        }
     }
 
     /// Wait until every running node sees every other running node.
