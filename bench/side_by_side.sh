@@ -199,10 +199,11 @@ suite() { # suite FAULT-CMD (empty: no failover run)
     done
     if [ "$SCALE" = 1 ] && [[ " $SCALE_SYSTEMS " == *" $SYS "* ]]; then
         for k in $SCALE_KEYS; do
-            # The preload alone, then a wait until the servers are idle: right after
-            # a 10 M-key preload its flushes and compactions still ran, and the
-            # writes measured then were 79 % of those measured a minute later on the
-            # same cluster (BENCHMARKS.md, tenth session). The wait is in the notes.
+            # The preload alone, then a wait until the servers are idle, so that none
+            # of its flushes and compactions overlaps the measurement: right after a
+            # 10 M-key preload the writes measured were 79 % of those measured a
+            # minute later on the same cluster (BENCHMARKS.md, tenth session). The
+            # wait is in the notes.
             log "$SYS / scale-$k: preload"
             "$BENCH" --target "$TARGET" -c "$CLIENTS" -P 16 --mix set=1 --keys "$k" --preload \
                 --ops 1 --value-size "$VALUE" --no-progress >"$WORK/$SYS-scale-$k-preload.out" 2>&1 ||

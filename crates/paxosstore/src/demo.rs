@@ -21,17 +21,14 @@ extern "C" fn on_signal(_: libc::c_int) {
 /// nodes, 1 + 1 threads per node did 5-31 % more writes and reads per second than
 /// 2 + 2, at less CPU per operation; see BENCHMARKS.md's component notes).
 fn threads_per_node(nodes: u8) -> usize {
-    (cores() / usize::from(nodes)).clamp(1, 8)
-}
-
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / usize::from(nodes)).clamp(1, 8)
 }
 
 /// Shards on threads of their own unless each node gets a single thread (fewer than
 /// two cores per node). Then they run as tasks on that one IO thread: on 2 cores with
-/// 3 nodes that gave 17-30 % more reads per second at 15-28 % less CPU per read, and
-/// 3-5 % more writes (`bench/cpu_per_op.sh`, BENCHMARKS.md's tenth-session notes).
+/// 3 nodes that gave 17-30 % more reads per second at 16-26 % less CPU per read, and
+/// 1-5 % more writes (`bench/cpu_per_op.sh`, BENCHMARKS.md's tenth-session notes).
 /// With more threads per node that choice was not measured.
 fn shard_threads(threads: usize) -> bool {
     threads > 1

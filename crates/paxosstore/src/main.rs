@@ -128,7 +128,7 @@ fn run_server(path: PathBuf) -> ExitCode {
         }
     };
     // One IO thread: tokio's single-threaded scheduler, which has no work stealing to
-    // coordinate (reads +4-8 % and 7 % less CPU each on the demo's 2-core cluster,
+    // coordinate (reads +4-9 % at 5-10 % less CPU each on the demo's 2-core cluster,
     // BENCHMARKS.md's tenth-session notes).
     let mut builder = if cfg.io_threads == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -407,7 +407,6 @@ impl Cluster {
         }
     }
 
-    /// Number of peers node `i` reports as connected in /status.json.
     /// Peers node `i` has every connection to (`up(n)` with n its configured
     /// channels per peer): only then does it forward writes to them.
     pub fn peers_up(&self, i: usize) -> Result<usize, String> {
