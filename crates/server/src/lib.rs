@@ -9,6 +9,7 @@ pub mod config;
 pub mod forward;
 pub mod glob;
 pub mod info;
+pub mod metrics_upkeep;
 pub mod runtime;
 pub mod shard_worker;
 pub mod tls;

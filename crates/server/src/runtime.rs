@@ -361,6 +361,14 @@ pub async fn run(
             ops_shared.registry.sample_ops(now_ms);
         }
     });
+    // Drains the metrics' histogram buffers, which nothing else bounds.
+    let upkeep = match shared.metrics.clone() {
+        Some(h) => Some(
+            crate::metrics_upkeep::MetricsUpkeep::start(h, crate::metrics_upkeep::DEFAULT_PERIOD)
+                .map_err(ServerError::Thread)?,
+        ),
+        None => None,
+    };
     let limit = Arc::new(Semaphore::new(cfg.max_clients));
     let accept_shared = shared.clone();
     let accept_task = tokio::spawn(async move {
@@ -406,6 +414,9 @@ pub async fn run(
     accept_task.abort();
     admin_task.abort();
     ops_task.abort();
+    if let Some(u) = upkeep {
+        let _ = tokio::task::spawn_blocking(move || u.stop()).await;
+    }
     peer_task.abort();
     link_task.abort();
     // Shards answer what is queued with an error; persists already submitted finish.
