@@ -81,10 +81,14 @@ impl Conn {
     fn publish(&self, shared: &Shared) {
         let mut st = self.info.state();
         st.name.clone_from(&self.name);
-        st.user = self
+        // Called after every batch of commands: copy the user's name only when it changed.
+        let user = self
             .user
             .and_then(|u| shared.acl.user(u))
-            .map_or_else(String::new, |u| u.name.clone());
+            .map_or("", |u| u.name.as_str());
+        if st.user != user {
+            st.user = user.to_owned();
+        }
         st.last_cmd = self.last_cmd;
         st.last_active = Instant::now();
         st.multi = self.multi.as_ref().map_or(-1, |q| q.len() as i64);
@@ -144,12 +148,18 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
         last_cmd: "NULL",
     };
     conn.publish(&shared);
+    // No idle timeout (the default): no timer per read.
     let idle = match shared.cfg.client_idle_timeout_s {
-        0 => Duration::from_secs(u64::MAX / 4),
-        s => Duration::from_secs(s),
+        0 => None,
+        s => Some(Duration::from_secs(s)),
     };
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
+    let mut cmd_metrics = CommandMetrics::default();
+    // One registration for the connection's life, not one per read (each costs the
+    // Notify's lock twice). `notify_one` leaves a permit if it fires between polls.
+    let kill = registered.info.kill.notified();
+    tokio::pin!(kill);
     // After a WATCH the buffered requests are parsed only once the watched versions
     // are known, so a pipelined EXEC carries them.
     let mut skip_read = false;
@@ -158,12 +168,12 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
             let read = tokio::select! {
                 biased;
                 // CLIENT KILL wins over pending input.
-                _ = registered.info.kill.notified() => return,
-                r = tokio::time::timeout(idle, sock.read_buf(&mut buf)) => r,
+                _ = &mut kill => return,
+                r = read_some(&mut sock, &mut buf, idle) => r,
             };
             match read {
-                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                Ok(Ok(_)) => {}
+                Some(Ok(0)) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
             }
         }
         skip_read = false;
@@ -209,12 +219,7 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
                 .registry
                 .total_commands
                 .fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("paxosstore_commands_total", "cmd" => name).increment(1);
-            if matches!(reply, Reply::Error(_)) {
-                metrics::counter!("paxosstore_command_errors_total", "cmd" => name).increment(1);
-            }
-            metrics::histogram!("paxosstore_command_seconds", "cmd" => name)
-                .record(started.elapsed().as_secs_f64());
+            cmd_metrics.record(name, matches!(reply, Reply::Error(_)), started);
             reply.encode(conn.proto, &mut out);
         }
         conn.publish(&shared);
@@ -231,6 +236,49 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
         if buf.capacity() > 1 << 20 && buf.is_empty() {
             buf = BytesMut::with_capacity(16 * 1024);
         }
+    }
+}
+
+/// Reads more input into `buf`; `None` when the connection was idle for `idle`.
+async fn read_some<S: crate::tls::ClientStream>(
+    sock: &mut S,
+    buf: &mut BytesMut,
+    idle: Option<Duration>,
+) -> Option<std::io::Result<usize>> {
+    match idle {
+        None => Some(sock.read_buf(buf).await),
+        Some(idle) => tokio::time::timeout(idle, sock.read_buf(buf)).await.ok(),
+    }
+}
+
+/// A connection's handles to its per-command metrics. The `counter!`/`histogram!`
+/// macros look the labelled metric up in the recorder's registry (hash, lock, `Arc`
+/// clone) on every call; a connection uses few commands, so it keeps the handles.
+#[derive(Default)]
+struct CommandMetrics {
+    by_name: Vec<(&'static str, metrics::Counter, metrics::Histogram)>,
+}
+
+impl CommandMetrics {
+    fn record(&mut self, name: &'static str, error: bool, started: Instant) {
+        let i = match self.by_name.iter().position(|(n, ..)| *n == name) {
+            Some(i) => i,
+            None => {
+                // Bounded by the number of command names.
+                self.by_name.push((
+                    name,
+                    metrics::counter!("paxosstore_commands_total", "cmd" => name),
+                    metrics::histogram!("paxosstore_command_seconds", "cmd" => name),
+                ));
+                self.by_name.len() - 1
+            }
+        };
+        let (_, count, seconds) = &self.by_name[i];
+        count.increment(1);
+        if error {
+            metrics::counter!("paxosstore_command_errors_total", "cmd" => name).increment(1);
+        }
+        seconds.record(started.elapsed().as_secs_f64());
     }
 }
 
