@@ -8,12 +8,19 @@ use resp::Reply;
 /// Replies larger than this are not kept; a duplicate then gets [`not_retained`].
 pub const MAX_REMEMBERED_REPLY: usize = 256;
 
-/// The reply to store with a request id (RESP2 bytes, or empty when too large).
+/// Stored for a client's request id whose reply was too large to keep: never empty,
+/// because an empty memo marks an id the shard made for itself (see
+/// [`crate::kv::KvState::remember`]), which is kept for a shorter while. It is not
+/// valid RESP, so [`recall_reply`] answers [`not_retained`] for it.
+pub const NOT_RETAINED: &[u8] = b"-";
+
+/// The reply to store with a client's request id (RESP2 bytes, or [`NOT_RETAINED`]
+/// when too large).
 pub fn memo(reply: &Reply) -> Bytes {
     let mut out = BytesMut::new();
     reply.encode(2, &mut out);
     if out.len() > MAX_REMEMBERED_REPLY {
-        Bytes::new()
+        Bytes::from_static(NOT_RETAINED)
     } else {
         out.freeze()
     }
@@ -98,7 +105,9 @@ mod tests {
     #[test]
     fn large_replies_are_not_kept_and_garbage_is_safe() {
         let big = Reply::Bulk(Bytes::from(vec![b'a'; 1000]));
-        assert!(memo(&big).is_empty());
+        // Never empty: an empty memo marks a shard's own id, kept a shorter while.
+        assert_eq!(&memo(&big)[..], NOT_RETAINED);
+        assert_eq!(recall_reply(&memo(&big)), not_retained());
         assert_eq!(recall_reply(b""), not_retained());
         assert_eq!(recall_reply(b"$99\r\nab"), not_retained());
         assert_eq!(recall_reply(b"*-1\r\n"), Reply::NullArray);

@@ -291,8 +291,6 @@ pub struct Forwarder {
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, InFlight>>,
     capacity: usize,
-    /// Random per process, so request ids stay unique across restarts.
-    request_key: std::collections::hash_map::RandomState,
 }
 
 impl Forwarder {
@@ -301,18 +299,7 @@ impl Forwarder {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             capacity,
-            request_key: std::collections::hash_map::RandomState::new(),
         }
-    }
-
-    /// A request id for a forwarded write the client gave none: the home and, if
-    /// the link is lost, the origin propose the write under it, and the entity's
-    /// remembered request ids make sure it is applied once. The top bit keeps it
-    /// apart from the ids a shard makes for itself (top byte = member id < 7); the
-    /// rest is a keyed hash of a counter, unique across restarts of this process.
-    pub fn fresh_request_id(&self, seq: u64) -> u64 {
-        use std::hash::BuildHasher;
-        self.request_key.hash_one(seq) | (1 << 63)
     }
 
     /// Reserve an id for a forward to `home`; `None` when the table is full.
@@ -383,12 +370,10 @@ pub fn try_forward(
     if home == shared.cfg.id || !shared.peer_fully_connected(home) {
         return None;
     }
+    // Only a client's own REQID travels: the home's shard names a write that has
+    // none itself, and keeps such ids a shorter while than a client's, so that an
+    // entity's state does not carry a long tail of them in every record.
     let (id, rx) = shared.forwarder.register(home)?;
-    let request_id = if request_id == 0 {
-        shared.forwarder.fresh_request_id(id)
-    } else {
-        request_id
-    };
     let payload = Forward {
         id,
         request_id,
@@ -595,16 +580,5 @@ mod tests {
         f.complete(b, Reply::ok());
         assert_eq!(rb.try_recv().ok(), Some(ForwardOutcome::Reply(Reply::ok())));
         assert_eq!(f.in_flight(), 0);
-    }
-
-    #[test]
-    fn fresh_request_ids_never_look_like_a_shards_own() {
-        let f = Forwarder::new(1);
-        let g = Forwarder::new(1);
-        for seq in 0..1000 {
-            let id = f.fresh_request_id(seq);
-            assert!(id >> 56 >= 0x80, "{id:x}");
-            assert_ne!(id, g.fresh_request_id(seq), "another process, another id");
-        }
     }
 }
