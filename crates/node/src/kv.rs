@@ -206,8 +206,8 @@ impl KvState {
     }
 
     /// Records the encoded reply of write `request_id` (empty for an id the shard
-    /// made itself), forgetting the oldest beyond [`RECENT`] and the oldest empty
-    /// one beyond [`RECENT_OWN`]. Remembering an id again replaces its reply.
+    /// made itself), forgetting the oldest beyond [`RECENT`]. Remembering an id again
+    /// replaces its reply. See [`KvState::forget_own_beyond`].
     pub fn remember(&mut self, request_id: u64, reply: Bytes) {
         if let Some(slot) = self.recent.iter_mut().find(|(id, _)| *id == request_id) {
             slot.1 = reply;
@@ -217,9 +217,15 @@ impl KvState {
         while self.recent.len() > RECENT {
             self.recent.pop_front();
         }
+    }
+
+    /// Forgets the oldest ids a shard made itself (empty reply) beyond the newest
+    /// `keep`. Called once per batch with `keep` at least the batch's own writes, so
+    /// that a batch larger than [`RECENT_OWN`] still finds all of its ids.
+    pub fn forget_own_beyond(&mut self, keep: usize) {
         let own = self.recent.iter().filter(|(_, r)| r.is_empty()).count();
-        if own > RECENT_OWN {
-            let mut surplus = own - RECENT_OWN;
+        let mut surplus = own.saturating_sub(keep);
+        if surplus > 0 {
             self.recent.retain(|(_, r)| {
                 let drop = surplus > 0 && r.is_empty();
                 surplus -= usize::from(drop);
@@ -393,6 +399,7 @@ mod tests {
         for i in 0..40u64 {
             s.remember(i, Bytes::from_static(b"+OK\r\n"));
             s.remember(1000 + i, Bytes::new());
+            s.forget_own_beyond(RECENT_OWN);
         }
         let own: Vec<u64> = s
             .recent
@@ -409,7 +416,16 @@ mod tests {
         // The state stays small however many writes the entity has seen.
         for i in 0..1000u64 {
             s.remember(5000 + i, Bytes::new());
+            s.forget_own_beyond(RECENT_OWN);
         }
         assert!(s.encode().len() < 40 * 16 + RECENT_OWN * 12 + 16);
+        // A batch of 20 own writes keeps all 20 ids, however small the window.
+        for i in 0..20u64 {
+            s.remember(9000 + i, Bytes::new());
+        }
+        s.forget_own_beyond(RECENT_OWN.max(20));
+        assert!((9000..9020).all(|i| s.recall(i).is_some()), "the batch's own ids");
+        s.forget_own_beyond(RECENT_OWN);
+        assert!(s.recall(9011).is_none() && s.recall(9012).is_some());
     }
 }

@@ -836,6 +836,7 @@ impl Shard {
             let mut replies = Vec::with_capacity(reqs.len());
             let mut changed = false;
             let mut ids = Vec::with_capacity(reqs.len());
+            let mut own = 0;
             for p in &reqs {
                 let client_id = p.req.request_id != 0;
                 if let Some(memo) = state.recall(p.request_id).filter(|_| client_id) {
@@ -854,10 +855,12 @@ impl Shard {
                     };
                     state.remember(p.request_id, memo);
                     ids.push(p.request_id);
+                    own += usize::from(!client_id);
                 }
                 changed |= c;
                 replies.push(r);
             }
+            state.forget_own_beyond(crate::kv::RECENT_OWN.max(own));
             if changed {
                 self.stats.proposals += 1;
                 if core.pre_authorised_entry() == Some(base_entry + 1) {
