@@ -424,7 +424,10 @@ mod tests {
             s.remember(9000 + i, Bytes::new());
         }
         s.forget_own_beyond(RECENT_OWN.max(20));
-        assert!((9000..9020).all(|i| s.recall(i).is_some()), "the batch's own ids");
+        assert!(
+            (9000..9020).all(|i| s.recall(i).is_some()),
+            "the batch's own ids"
+        );
         s.forget_own_beyond(RECENT_OWN);
         assert!(s.recall(9011).is_none() && s.recall(9012).is_some());
     }
