@@ -33,8 +33,9 @@ pub const RECENT: usize = 64;
 
 /// How many of those may be ids a shard made for itself (empty reply): they only tell
 /// a proposer whether its in-flight writes made it into a state it jumped to, so the
-/// last few are enough. With all 64 kept, every write's record carried about 640
-/// bytes of them, and writes to long-lived entities ran 39 % slower.
+/// last few are enough. With all 64 kept (about 10 bytes each), every persist and
+/// accept carried them: writes to entities that had each seen 80 writes ran at 11.1k/s
+/// against 15.1k/s with 8 (`bench/cpu_per_op.sh`, BENCHMARKS.md, eleventh session).
 pub const RECENT_OWN: usize = 8;
 
 /// The format byte written first by [`KvState::encode`].

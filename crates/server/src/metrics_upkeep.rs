@@ -4,7 +4,7 @@
 //! drains it into the histogram's summary: a scrape of `/metrics`, or this thread.
 //! Without it a node nobody scraped grew by about 16 bytes per command, without
 //! bound (5.5 M GETs: +88 MiB). A thread of its own, because on the IO thread
-//! draining 5 s of samples stalled every client for 50 ms.
+//! draining 5 s of samples stalled every client for 53 ms.
 
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
