@@ -42,7 +42,9 @@
 //!
 //! `Transport::send` never blocks. Each channel has a byte budget
 //! (`send_buffer_bytes`); `send` returns `Busy` while more than 1/8 of it is pending
-//! (queued or being written). Inbound frames go into one bounded mpsc; when the
+//! (queued or being written). `send_reply` is for answers the peer waits for and no
+//! one resends: replies count against a budget of their own (the whole
+//! `send_buffer_bytes`), so a large frame ahead of them cannot make them drop. Inbound frames go into one bounded mpsc; when the
 //! consumer is slow, readers stop reading and TCP flow control pushes back on the
 //! sender, whose `send` then returns `Busy`. Inbound payloads are zero-copy slices
 //! of the connection's read buffer (up to 64 KiB chunks), so a consumer that keeps
@@ -94,7 +96,8 @@ pub struct NetConfig {
     pub channels_per_peer: usize,
     /// Largest payload accepted or sent (default 16 MiB).
     pub max_frame: usize,
-    /// Per-channel send budget (default 8 MiB); `Busy` above 1/8 of it.
+    /// Per-channel send budget (default 8 MiB); `Busy` above 1/8 of it. Replies
+    /// (`send_reply`) have a second budget of this size.
     pub send_buffer_bytes: usize,
     pub handshake_timeout: Duration,
     /// A connection with no inbound bytes for this long is closed. Keepalives are

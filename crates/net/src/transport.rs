@@ -72,12 +72,25 @@ enum PeerStream {
 struct Queued {
     header: [u8; HEADER_LEN],
     payload: Bytes,
+    /// Queued by `send_reply`: counted against the reply budget.
+    reply: bool,
+}
+
+/// Which budget a frame is admitted against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Traffic its sender repeats if lost (Paxos messages, forwarded writes).
+    Bulk,
+    /// An answer the peer waits for and nobody resends (a forwarded write's reply).
+    Reply,
 }
 
 struct SendQueue {
     frames: Vec<Queued>,
-    /// Bytes queued or being written (not yet accepted by the kernel).
+    /// Bytes queued or being written (not yet accepted by the kernel), all classes.
     pending: usize,
+    /// The part of `pending` that is replies.
+    reply_pending: usize,
     closed: bool,
 }
 
@@ -98,6 +111,7 @@ impl Conn {
             q: Mutex::new(SendQueue {
                 frames: Vec::new(),
                 pending: 0,
+                reply_pending: 0,
                 closed: false,
             }),
             wake: Notify::new(),
@@ -107,7 +121,12 @@ impl Conn {
         }
     }
 
-    fn enqueue(&self, header: [u8; HEADER_LEN], payload: Bytes) -> Result<(), (SendError, Bytes)> {
+    fn enqueue(
+        &self,
+        header: [u8; HEADER_LEN],
+        payload: Bytes,
+        class: Class,
+    ) -> Result<(), (SendError, Bytes)> {
         let size = HEADER_LEN + payload.len();
         let was_empty;
         {
@@ -115,14 +134,33 @@ impl Conn {
             if q.closed {
                 return Err((SendError::NotConnected, payload));
             }
-            // An empty queue always takes one frame, so frames larger than the
-            // high-water mark can still be sent on an idle link.
-            if q.pending > 0 && (q.pending >= self.high_water || q.pending + size > self.budget) {
+            // An empty budget always takes one frame, so frames larger than the
+            // high-water mark can still be sent on an idle link. Replies have their
+            // own budget: a 4 MB Paxos message queued on the link must not make
+            // the small reply behind it drop, for no one would resend the reply
+            // (a forwarded 4 MB SET then timed out in CI). Both budgets together
+            // bound the queue at twice `send_buffer_bytes` plus one large frame each.
+            let refused = match class {
+                Class::Bulk => {
+                    let bulk = q.pending - q.reply_pending;
+                    bulk > 0 && (bulk >= self.high_water || bulk + size > self.budget)
+                }
+                Class::Reply => q.reply_pending > 0 && q.reply_pending + size > self.budget,
+            };
+            if refused {
                 return Err((SendError::Busy, payload));
             }
             was_empty = q.frames.is_empty();
-            q.frames.push(Queued { header, payload });
+            let reply = class == Class::Reply;
+            q.frames.push(Queued {
+                header,
+                payload,
+                reply,
+            });
             q.pending += size;
+            if reply {
+                q.reply_pending += size;
+            }
         }
         if was_empty {
             self.wake.notify_one();
@@ -265,13 +303,39 @@ pub async fn start(cfg: NetConfig) -> Result<(Transport, mpsc::Receiver<Inbound>
 
 impl Transport {
     /// Queue a frame for `to`; `route` (e.g. entity hash) picks the channel so one
-    /// entity always uses the same connection. Never blocks.
+    /// entity always uses the same connection. Never blocks. For traffic the caller
+    /// repeats if it is lost: refused with `Busy` above the high-water mark.
     pub fn send(
         &self,
         to: NodeId,
         route: u64,
         msg_type: u8,
         payload: Bytes,
+    ) -> Result<(), SendError> {
+        self.send_class(to, route, msg_type, payload, Class::Bulk)
+    }
+
+    /// Like [`Transport::send`], for an answer the peer is waiting for and that no
+    /// one will resend. Replies are admitted against a budget of their own (the
+    /// whole `send_buffer_bytes`), so bulk frames queued on the same channel do
+    /// not make them drop. Callers must bound replies by requests in flight.
+    pub fn send_reply(
+        &self,
+        to: NodeId,
+        route: u64,
+        msg_type: u8,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        self.send_class(to, route, msg_type, payload, Class::Reply)
+    }
+
+    fn send_class(
+        &self,
+        to: NodeId,
+        route: u64,
+        msg_type: u8,
+        payload: Bytes,
+        class: Class,
     ) -> Result<(), SendError> {
         let inner = &*self.inner;
         if msg_type == KEEPALIVE {
@@ -290,7 +354,7 @@ impl Transport {
         for i in 0..k {
             let slot = rlock(&peer.slots[(first + i) % k]);
             let Some(conn) = slot.as_ref() else { continue };
-            match conn.enqueue(header, payload) {
+            match conn.enqueue(header, payload, class) {
                 Ok(()) => return Ok(()),
                 Err((SendError::NotConnected, p)) => payload = p,
                 Err((e, _)) => {
@@ -797,6 +861,7 @@ async fn writer<W: AsyncWrite + Unpin>(
     let keepalive = Queued {
         header: encode_header(KEEPALIVE, &[]),
         payload: Bytes::new(),
+        reply: false,
     };
     let mut batch: Vec<Queued> = Vec::new();
     let mut stage: Vec<u8> = Vec::with_capacity(STAGE_CAP);
@@ -833,6 +898,11 @@ async fn writer<W: AsyncWrite + Unpin>(
             continue;
         }
         let bytes: usize = batch.iter().map(|f| HEADER_LEN + f.payload.len()).sum();
+        let reply_bytes: usize = batch
+            .iter()
+            .filter(|f| f.reply)
+            .map(|f| HEADER_LEN + f.payload.len())
+            .sum();
         let r = tokio::select! {
             r = write_batch(&mut wr, &batch, &mut stage) => r,
             _ = conn.kill.notified() => return,
@@ -845,6 +915,7 @@ async fn writer<W: AsyncWrite + Unpin>(
         {
             let mut q = lock(&conn.q);
             q.pending = q.pending.saturating_sub(bytes);
+            q.reply_pending = q.reply_pending.saturating_sub(reply_bytes);
         }
         Stats::add(&stats.frames_out, batch.len() as u64);
         Stats::add(&stats.bytes_out, bytes as u64);

@@ -181,6 +181,42 @@ async fn send_sheds_with_busy_above_one_eighth() {
     n2.shutdown().await;
 }
 
+/// A reply is not refused because a large frame is queued ahead of it on the same
+/// channel (a forwarded 4 MB SET's reply, behind the 4 MB Paxos message, timed out
+/// in CI); replies have a budget of their own, and it too is bounded.
+#[tokio::test(flavor = "current_thread")]
+async fn replies_are_admitted_behind_a_large_frame() {
+    let addrs: Vec<_> = (1..=2).map(|id| (id, free_addr())).collect();
+    let mut c1 = config(1, &addrs);
+    c1.send_buffer_bytes = 8 * 1024; // bulk busy above 1 KiB pending; replies 8 KiB
+    c1.channels_per_peer = 1;
+    let mut c2 = config(2, &addrs);
+    c2.channels_per_peer = 1;
+    let (n1, _rx1) = net::start(c1).await.expect("n1");
+    let (n2, mut rx2) = net::start(c2).await.expect("n2");
+    roundtrip(&n1, 2, 1, &mut rx2, b"up").await;
+    // The writer cannot run during these synchronous sends (current-thread runtime).
+    let large = Bytes::from(vec![7u8; 4 * 1024]);
+    n1.send(2, 0, 9, large)
+        .expect("an idle link takes one large frame");
+    let small = Bytes::from(vec![1u8; 91]); // 100 bytes on the wire
+    assert_eq!(n1.send(2, 0, 9, small.clone()), Err(SendError::Busy));
+    let mut replies = 0;
+    while n1.send_reply(2, 0, 10, small.clone()).is_ok() {
+        replies += 1;
+        assert!(replies <= 1000, "the reply budget is bounded");
+    }
+    assert_eq!(replies, 81, "replies fill their own 8 KiB budget");
+    let m = recv(&mut rx2).await;
+    assert_eq!((m.msg_type, m.payload.len()), (9, 4 * 1024));
+    for _ in 0..replies {
+        let m = recv(&mut rx2).await;
+        assert_eq!(m.msg_type, 10, "replies follow the large frame, in order");
+    }
+    n1.shutdown().await;
+    n2.shutdown().await;
+}
+
 /// Keepalives keep a quiet link open past several idle timeouts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalives_keep_quiet_links_open() {

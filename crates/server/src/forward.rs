@@ -436,10 +436,16 @@ pub fn on_forward(shared: &Arc<Shared>, from: NodeId, payload: Bytes) {
             return;
         }
     };
+    // A reply is sent as one (not bulk): the origin waits for it and nothing resends
+    // it, and the entity's own Paxos messages, perhaps megabytes, share its channel.
     let reply_to = move |shared: &Arc<Shared>, id: u64, entity: &Bytes, r: &Reply| {
-        let _ = shared
+        if shared
             .transport
-            .send(from, route(entity), MSG_FORWARD_REPLY, encode_reply(id, r));
+            .send_reply(from, route(entity), MSG_FORWARD_REPLY, encode_reply(id, r))
+            .is_err()
+        {
+            metrics::counter!("paxosstore_forward_replies_dropped_total").increment(1);
+        }
     };
     let cmd = match resp::parse_command(&f.argv) {
         Ok(c) => c,
