@@ -96,16 +96,26 @@ impl KvState {
         KvState::default()
     }
 
+    /// The length of [`KvState::encode`]'s output, without encoding: a write checks
+    /// it against the largest state a peer frame carries.
+    pub fn encoded_len(&self) -> usize {
+        let mut n = 1 + varint_len(self.version) + varint_len(self.keys.len() as u64);
+        for (k, e) in &self.keys {
+            n += varint_len(k.len() as u64) + k.len();
+            n += varint_len(e.value.len() as u64) + e.value.len();
+            n += 1 + e.expire_at_ms.map_or(0, |at| varint_len(zigzag(at)));
+            n += varint_len(e.version);
+        }
+        n += varint_len(self.recent.len() as u64);
+        for (id, r) in &self.recent {
+            n += varint_len(*id) + varint_len(r.len() as u64) + r.len();
+        }
+        n
+    }
+
     /// The canonical binary encoding (see the module docs).
     pub fn encode(&self) -> Bytes {
-        let mut size = 1 + 10 + 10 + 10;
-        for (k, e) in &self.keys {
-            size += k.len() + e.value.len() + 10 + 10 + 1 + 10 + 10;
-        }
-        for (_, r) in &self.recent {
-            size += r.len() + 20;
-        }
-        let mut out = BytesMut::with_capacity(size);
+        let mut out = BytesMut::with_capacity(self.encoded_len());
         out.put_u8(FORMAT);
         put_varint(&mut out, self.version);
         put_varint(&mut out, self.keys.len() as u64);
@@ -258,6 +268,11 @@ fn zigzag(v: i64) -> u64 {
 
 fn unzigzag(v: u64) -> i64 {
     ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Bytes [`put_varint`] writes for `v`.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 fn put_varint(out: &mut BytesMut, mut v: u64) {

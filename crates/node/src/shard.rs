@@ -73,7 +73,17 @@ pub struct ShardConfig {
     pub catchup_max_per_sec: u64,
     /// Probe summaries of evicted entities kept (see [`crate::summaries`]); 0 = off.
     pub max_probe_summaries: usize,
+    /// Largest entity (name plus encoded state) a write may produce. Every Paxos
+    /// message carrying the value must fit in one peer frame: a larger value would be
+    /// accepted here and never reach a peer, and, being accepted, would be proposed
+    /// again by every later write of the entity, none of which could complete. Such
+    /// a write fails with `-ERR` instead and is not proposed.
+    pub max_state_bytes: usize,
 }
+
+/// [`ShardConfig::max_state_bytes`] by default: the transport's default 16 MiB frame
+/// less room for the other messages of a batch (the server sets it from its frame).
+pub const DEFAULT_MAX_STATE_BYTES: usize = (16 << 20) - (512 << 10);
 
 impl ShardConfig {
     pub fn new(paxos: Config) -> Self {
@@ -88,6 +98,7 @@ impl ShardConfig {
             rejoin: false,
             catchup_max_per_sec: 20_000,
             max_probe_summaries: 0,
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
         }
     }
 }
@@ -832,34 +843,23 @@ impl Shard {
         let token = self.next_token;
         self.stats.batched_requests += reqs.len() as u64;
         if want_write {
+            let limit = self.cfg.max_state_bytes.saturating_sub(entity.len());
             let mut state = slot.state.clone();
-            let mut replies = Vec::with_capacity(reqs.len());
-            let mut changed = false;
-            let mut ids = Vec::with_capacity(reqs.len());
-            let mut own = 0;
-            for p in &reqs {
-                let client_id = p.req.request_id != 0;
-                if let Some(memo) = state.recall(p.request_id).filter(|_| client_id) {
-                    // A retry of a write that is already in the state: answer it with
-                    // the first reply, do not apply it again.
-                    self.stats.duplicates += 1;
-                    replies.push(crate::dedup::recall_reply(memo));
-                    continue;
-                }
-                let (r, c) = run(&mut state, &p.req, wall_ms);
-                if c {
-                    let memo = if client_id {
-                        crate::dedup::memo(&r)
-                    } else {
-                        Bytes::new()
-                    };
-                    state.remember(p.request_id, memo);
-                    ids.push(p.request_id);
-                    own += usize::from(!client_id);
-                }
-                changed |= c;
-                replies.push(r);
+            let mut applied = apply_writes(&mut state, &reqs, wall_ms, None);
+            if state.encoded_len() > limit {
+                // Rare (a client sent more than an entity may hold): apply the batch
+                // again, refusing each write that would take the state over the limit.
+                state = slot.state.clone();
+                applied = apply_writes(&mut state, &reqs, wall_ms, Some(limit));
             }
+            let Applied {
+                replies,
+                changed,
+                ids,
+                own,
+                duplicates,
+            } = applied;
+            self.stats.duplicates += duplicates;
             state.forget_own_beyond(crate::kv::RECENT_OWN.max(own));
             if changed {
                 self.stats.proposals += 1;
@@ -1010,6 +1010,76 @@ fn run_read(state: &mut KvState, req: &Request, wall_ms: i64) -> Reply {
 }
 
 /// Execute a request on a state: one command, or a MULTI/EXEC body.
+/// What applying a write batch to a copy of the state gave.
+struct Applied {
+    replies: Vec<Reply>,
+    changed: bool,
+    /// Request ids of the writes that changed the state.
+    ids: Vec<u64>,
+    /// How many of those are the shard's own (no client REQID).
+    own: usize,
+    /// Retries answered from the state's memory of their first reply.
+    duplicates: u64,
+}
+
+/// Apply a batch's writes to `state` in order. With a `limit`, a write that grows the
+/// encoded state past `limit` bytes is undone and refused.
+fn apply_writes(
+    state: &mut KvState,
+    reqs: &[Pending],
+    wall_ms: i64,
+    limit: Option<usize>,
+) -> Applied {
+    let mut a = Applied {
+        replies: Vec::with_capacity(reqs.len()),
+        changed: false,
+        ids: Vec::with_capacity(reqs.len()),
+        own: 0,
+        duplicates: 0,
+    };
+    for p in reqs {
+        let client_id = p.req.request_id != 0;
+        if let Some(memo) = state.recall(p.request_id).filter(|_| client_id) {
+            // A retry of a write that is already in the state: answer it with the
+            // first reply, do not apply it again.
+            a.duplicates += 1;
+            a.replies.push(crate::dedup::recall_reply(memo));
+            continue;
+        }
+        let before = limit.map(|_| (state.clone(), state.encoded_len()));
+        let (r, c) = run(state, &p.req, wall_ms);
+        if c {
+            let memo = if client_id {
+                crate::dedup::memo(&r)
+            } else {
+                Bytes::new()
+            };
+            state.remember(p.request_id, memo);
+        }
+        if let (Some(limit), Some((before, before_len))) = (limit, before) {
+            // A write that does not grow the state is let through, so that an
+            // entity over the limit (a smaller limit than when it was written) can
+            // still be shrunk.
+            let len = state.encoded_len();
+            if c && len > limit && len > before_len {
+                *state = before;
+                a.replies.push(Reply::error(format!(
+                    "ERR value too large: the entity would hold {len} bytes, more than the \
+                     {limit} one write can replicate"
+                )));
+                continue;
+            }
+        }
+        if c {
+            a.ids.push(p.request_id);
+            a.own += usize::from(!client_id);
+        }
+        a.changed |= c;
+        a.replies.push(r);
+    }
+    a
+}
+
 fn run(state: &mut KvState, req: &Request, wall_ms: i64) -> (Reply, bool) {
     if req.multi {
         if !exec::watch_holds(state, &req.watch, wall_ms) {

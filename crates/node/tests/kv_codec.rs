@@ -52,6 +52,11 @@ proptest! {
     }
 
     #[test]
+    fn encoded_len_is_exact(s in state()) {
+        prop_assert_eq!(s.encoded_len(), s.encode().len());
+    }
+
+    #[test]
     fn every_strict_prefix_is_rejected(s in state()) {
         let enc = s.encode();
         for n in 1..enc.len() {

@@ -403,3 +403,48 @@ fn cache_stays_within_budget_when_many_entities_load_at_once() {
     let st = c.shards[0].stats();
     assert!(st.cached_bytes <= 1 << 20, "after a tick: {st:?}");
 }
+
+/// A write whose value could not travel in a peer frame is refused before it is
+/// proposed: proposed, it would be accepted locally, never reach a peer, and wedge
+/// the entity (every later write re-proposes the accepted value). Found with a 17 MB
+/// SET against a demo cluster: the key then timed out on every node.
+#[test]
+fn a_write_too_large_to_replicate_is_refused_and_the_entity_stays_writable() {
+    let mut c = Cluster::new();
+    for i in 0..3 {
+        let mut k = cfg(i as u8);
+        k.max_state_bytes = 1_000;
+        c.shards[i] = Shard::new(k, i as u64 + 1);
+    }
+    let big = "x".repeat(2_000);
+    let too_large = |r: Reply| match r {
+        Reply::Error(e) => assert!(e.starts_with("ERR value too large"), "{e}"),
+        r => panic!("expected a refusal, got {r:?}"),
+    };
+    too_large(c.call(0, 1, &["SET", "k", &big], 0));
+    // One batch: the writes around the refused one are applied.
+    c.submit(1, 2, &["APPEND", "k", "a"], 0);
+    c.submit(1, 3, &["APPEND", "k", &big], 0);
+    c.submit(1, 4, &["APPEND", "k", "b"], 0);
+    let _ = c.call(1, 5, &["APPEND", "k", "c"], 0);
+    assert_eq!(c.replies.remove(&2), Some(Reply::Integer(1)));
+    too_large(c.replies.remove(&3).expect("reply to the large append"));
+    assert_eq!(c.replies.remove(&4), Some(Reply::Integer(2)));
+    for node in 0..3 {
+        assert_eq!(
+            c.call(node, 10 + node as u64, &["GET", "k"], 0),
+            Reply::Bulk(Bytes::from_static(b"abc"))
+        );
+    }
+    for node in 0..3 {
+        let v = format!("v{node}");
+        assert_eq!(
+            c.call(node, 20 + node as u64, &["SET", "k", &v], 0),
+            Reply::ok()
+        );
+        assert_eq!(
+            c.call((node + 1) % 3, 30 + node as u64, &["GET", "k"], 0),
+            Reply::Bulk(Bytes::from(v))
+        );
+    }
+}

@@ -62,6 +62,35 @@ fn set_on_one_node_is_read_on_the_others() {
     assert_eq!(get(&mut conns[0], "greeting"), Reply::Bulk(None));
 }
 
+/// A value too large for a peer frame is refused at once with an error, and its key
+/// stays writable from every node: a 17 MB SET used to be accepted by its proposer
+/// alone and wedge the key (every later write timed out). 12 MB, below the limit,
+/// is replicated.
+#[test]
+fn a_value_too_large_to_replicate_is_refused_and_its_key_stays_writable() {
+    let cl = Cluster::start();
+    set_retry(cl.client(0), "warm", "up", 20);
+    let mut conns: Vec<Resp> = (0..N)
+        .map(|i| Resp::connect(cl.client(i)).unwrap())
+        .collect();
+    let huge = "x".repeat(17 << 20);
+    match conns[0].cmds(&["SET", "huge", &huge]).unwrap() {
+        Reply::Error(e) => assert!(e.starts_with("ERR value too large"), "{e}"),
+        r => panic!("expected a refusal, got {r:?}"),
+    }
+    let fits = "y".repeat(12 << 20);
+    assert!(conns[0].cmds(&["SET", "fits", &fits]).unwrap().is_ok());
+    assert_eq!(get(&mut conns[1], "fits"), Reply::bulk(&fits));
+    for i in 0..N {
+        let v = format!("small-{i}");
+        assert!(
+            conns[i].cmds(&["SET", "huge", &v]).unwrap().is_ok(),
+            "SET via node {i}"
+        );
+        assert_eq!(get(&mut conns[(i + 1) % N], "huge"), Reply::bulk(&v));
+    }
+}
+
 /// (a') A write acknowledged by one node is seen by the next write through another
 /// node: INCR through node i then INCR through node i+1 on a fresh key must return 1
 /// then 2, and of two SET NX through different nodes only the first may succeed.

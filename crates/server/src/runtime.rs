@@ -170,6 +170,7 @@ pub async fn run(
         cfg.channels_per_peer
     };
     net_cfg.handshake_timeout = std::time::Duration::from_millis(cfg.handshake_timeout_ms);
+    let max_state_bytes = crate::shard_worker::max_state_bytes(net_cfg.max_frame);
     let (transport, mut inbound) = net::start(net_cfg).await?;
 
     let mut paxos_cfg = paxos::Config::new(cfg.n(), cfg.id);
@@ -186,6 +187,7 @@ pub async fn run(
     shard_cfg.max_queue = cfg.max_queue_per_entity;
     shard_cfg.max_cached_bytes = (cfg.cache_mb << 20) / cfg.shards;
     shard_cfg.max_probe_summaries = cfg.probe_summaries / cfg.shards;
+    shard_cfg.max_state_bytes = max_state_bytes;
     shard_cfg.rejoin = rejoin;
     shard_cfg.catchup_max_per_sec = cfg.catchup_max_per_sec;
 

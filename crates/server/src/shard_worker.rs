@@ -37,6 +37,13 @@ const MAX_INPUTS_PER_WAKE: usize = 1024;
 /// of the wake-up (bounds the frame and the worker's buffer).
 const MAX_BATCH_BYTES: usize = 256 << 10;
 
+/// The largest entity (name plus state) a write may produce when peer frames are at
+/// most `max_frame` bytes: a batch is sent once it passes `MAX_BATCH_BYTES`, so the
+/// message that passes it must fit in the rest, with room for its own fields.
+pub fn max_state_bytes(max_frame: usize) -> usize {
+    max_frame.saturating_sub(MAX_BATCH_BYTES + (64 << 10))
+}
+
 /// Everything a shard worker is told.
 pub enum ShardInput {
     Request {
