@@ -74,16 +74,18 @@ pub struct ShardConfig {
     /// Probe summaries of evicted entities kept (see [`crate::summaries`]); 0 = off.
     pub max_probe_summaries: usize,
     /// Largest entity (name plus encoded state) a write may produce. Every Paxos
-    /// message carrying the value must fit in one peer frame: a larger value would be
+    /// message carrying the value (a catch-up message carries two) must fit in one
+    /// peer frame: a larger value would be
     /// accepted here and never reach a peer, and, being accepted, would be proposed
     /// again by every later write of the entity, none of which could complete. Such
     /// a write fails with `-ERR` instead and is not proposed.
     pub max_state_bytes: usize,
 }
 
-/// [`ShardConfig::max_state_bytes`] by default: the transport's default 16 MiB frame
-/// less room for the other messages of a batch (the server sets it from its frame).
-pub const DEFAULT_MAX_STATE_BYTES: usize = (16 << 20) - (512 << 10);
+/// [`ShardConfig::max_state_bytes`] by default: half the transport's default 16 MiB
+/// frame, less room for the other messages of a batch (the server sets it from its
+/// frame).
+pub const DEFAULT_MAX_STATE_BYTES: usize = ((16 << 20) - (512 << 10)) / 2;
 
 impl ShardConfig {
     pub fn new(paxos: Config) -> Self {

@@ -39,9 +39,11 @@ const MAX_BATCH_BYTES: usize = 256 << 10;
 
 /// The largest entity (name plus state) a write may produce when peer frames are at
 /// most `max_frame` bytes: a batch is sent once it passes `MAX_BATCH_BYTES`, so the
-/// message that passes it must fit in the rest, with room for its own fields.
+/// message that passes it must fit in the rest, with room for its own fields; and a
+/// catch-up message carries two values in full (the sender's record and its view of
+/// the receiver's), which may differ.
 pub fn max_state_bytes(max_frame: usize) -> usize {
-    max_frame.saturating_sub(MAX_BATCH_BYTES + (64 << 10))
+    max_frame.saturating_sub(MAX_BATCH_BYTES + (64 << 10)) / 2
 }
 
 /// Everything a shard worker is told.
