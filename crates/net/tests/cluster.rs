@@ -126,20 +126,30 @@ async fn shared_secret_links_and_wrong_secret_is_refused() {
     n2.shutdown().await;
 }
 
+type Inbox = tokio::sync::mpsc::Receiver<net::Inbound>;
+
+/// Two connected nodes with one channel each; node 1's send budget is `budget`.
+/// Returns both transports and both inboxes (kept open for the test's length).
+async fn two_nodes_one_channel(budget: usize) -> (net::Transport, Inbox, net::Transport, Inbox) {
+    let addrs: Vec<_> = (1..=2).map(|id| (id, free_addr())).collect();
+    let mut c1 = config(1, &addrs);
+    c1.send_buffer_bytes = budget;
+    c1.channels_per_peer = 1;
+    let mut c2 = config(2, &addrs);
+    c2.channels_per_peer = 1;
+    let (n1, rx1) = net::start(c1).await.expect("n1");
+    let (n2, mut rx2) = net::start(c2).await.expect("n2");
+    roundtrip(&n1, 2, 1, &mut rx2, b"up").await;
+    (n1, rx1, n2, rx2)
+}
+
 /// `send` never blocks: on a current-thread runtime the writer cannot run during
 /// this synchronous loop, so the queue fills and `send` must start returning Busy
 /// once pending bytes pass 1/8 of the buffer.
 #[tokio::test(flavor = "current_thread")]
 async fn send_sheds_with_busy_above_one_eighth() {
-    let addrs: Vec<_> = (1..=2).map(|id| (id, free_addr())).collect();
-    let mut c1 = config(1, &addrs);
-    c1.send_buffer_bytes = 8 * 1024; // busy above 1 KiB pending
-    c1.channels_per_peer = 1;
-    let mut c2 = config(2, &addrs);
-    c2.channels_per_peer = 1;
-    let (n1, _rx1) = net::start(c1).await.expect("n1");
-    let (n2, mut rx2) = net::start(c2).await.expect("n2");
-    roundtrip(&n1, 2, 1, &mut rx2, b"up").await;
+    // Busy above 1 KiB pending.
+    let (n1, _rx1, n2, mut rx2) = two_nodes_one_channel(8 * 1024).await;
     let payload = Bytes::from(vec![0u8; 91]); // 100 bytes on the wire
     let mut ok = 0;
     let mut busy = 0;
@@ -186,15 +196,8 @@ async fn send_sheds_with_busy_above_one_eighth() {
 /// in CI); replies have a budget of their own, and it too is bounded.
 #[tokio::test(flavor = "current_thread")]
 async fn replies_are_admitted_behind_a_large_frame() {
-    let addrs: Vec<_> = (1..=2).map(|id| (id, free_addr())).collect();
-    let mut c1 = config(1, &addrs);
-    c1.send_buffer_bytes = 8 * 1024; // bulk busy above 1 KiB pending; replies 8 KiB
-    c1.channels_per_peer = 1;
-    let mut c2 = config(2, &addrs);
-    c2.channels_per_peer = 1;
-    let (n1, _rx1) = net::start(c1).await.expect("n1");
-    let (n2, mut rx2) = net::start(c2).await.expect("n2");
-    roundtrip(&n1, 2, 1, &mut rx2, b"up").await;
+    // Bulk busy above 1 KiB pending; replies up to 8 KiB.
+    let (n1, _rx1, n2, mut rx2) = two_nodes_one_channel(8 * 1024).await;
     // The writer cannot run during these synchronous sends (current-thread runtime).
     let large = Bytes::from(vec![7u8; 4 * 1024]);
     n1.send(2, 0, 9, large)
