@@ -1674,6 +1674,36 @@ def test_acl_login_and_permissions(acl_cluster, k):
         c.close()
 
 
+def test_unauthenticated_clients_may_send_only_small_requests(acl_cluster, k):
+    """Redis 7's limits before login: at most 10 arguments of at most 16 KiB each
+    (the error, then the connection closes); after AUTH the usual limits apply, also
+    to a request pipelined right behind the AUTH."""
+    base, _ = acl_cluster
+    for header, error in ((b"*11\r\n", "ERR Protocol error: unauthenticated multibulk length"),
+                          (b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$16385\r\n",
+                           "ERR Protocol error: unauthenticated bulk length")):
+        c = Raw(base)
+        try:
+            c.sock.sendall(header)
+            assert c.read() == ("-", error)
+            with pytest.raises(ConnectionError):
+                c.read()
+        finally:
+            c.close()
+    c = Raw(base + 1)
+    try:
+        big = "v" * 100_000
+        c.sock.sendall(Raw.encode(["AUTH", "alice", "alicepw"]) +
+                       Raw.encode(["SET", k("big"), big]))
+        assert c.read() == ("+", "OK")
+        assert c.read() == ("+", "OK")
+        assert c.cmd("STRLEN", k("big")) == (":", 100_000)
+        assert c.cmd("RESET") == ("+", "RESET")
+        assert c.cmd("SET", k("small"), "v" * 16384)[1].startswith("NOAUTH")
+    finally:
+        c.close()
+
+
 def test_acl_hello_auth_admin_and_no_password_leaks(acl_cluster, k):
     base, d = acl_cluster
     ops = redis.Redis(host="127.0.0.1", port=base + 1, protocol=3, username="ops",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use node::shard::Request;
 use resp::command::{AclCommand, ClientCommand, ClientKill, CommandCommand};
-use resp::{entity_of, parse_command, parse_request, Command, Limits, Reply};
+use resp::{entity_of, parse_command, parse_request, Command, Limits, ProtocolError, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -99,6 +99,11 @@ impl Conn {
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Largest bulk argument and most arguments of a request from a client that has not
+/// logged in (Redis 7: 16 KiB, 10).
+const UNAUTHED_MAX_BULK: usize = 16 * 1024;
+const UNAUTHED_MAX_ARGS: usize = 10;
+
 /// Serve one client until it disconnects, errs, or sends QUIT.
 /// The stream is a TCP socket or a TLS stream over one (`tls::serve_client`).
 pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>) {
@@ -106,6 +111,13 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
         max_bulk_len: shared.cfg.max_value_bytes,
         max_args: shared.cfg.max_args,
         ..Limits::default()
+    };
+    // Until a client has logged in it may send only small requests (Redis 7's limits),
+    // so a connection that knows no password cannot make the node buffer megabytes.
+    let unauthed_limits = Limits {
+        max_bulk_len: limits.max_bulk_len.min(UNAUTHED_MAX_BULK),
+        max_args: limits.max_args.min(UNAUTHED_MAX_ARGS),
+        ..limits
     };
     let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed);
     let created = Instant::now();
@@ -180,7 +192,8 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
         let mut pending: VecDeque<(Pending, &'static str, Instant)> = VecDeque::new();
         let mut quit = false;
         loop {
-            match parse_request(&mut buf, &limits) {
+            let authed = conn.authed();
+            match parse_request(&mut buf, if authed { &limits } else { &unauthed_limits }) {
                 Ok(Some(args)) => {
                     let started = Instant::now();
                     conn.lone = pending.is_empty() && buf.is_empty();
@@ -199,8 +212,17 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
                 Ok(None) => break,
                 Err(e) => {
                     // Redis answers the protocol error and closes the connection.
+                    let text = match e {
+                        ProtocolError::InvalidMultibulkLength if !authed => {
+                            "ERR Protocol error: unauthenticated multibulk length".to_string()
+                        }
+                        ProtocolError::InvalidBulkLength if !authed => {
+                            "ERR Protocol error: unauthenticated bulk length".to_string()
+                        }
+                        e => e.to_string(),
+                    };
                     pending.push_back((
-                        Pending::Ready(Reply::error(e.to_string())),
+                        Pending::Ready(Reply::error(text)),
                         "protocol",
                         Instant::now(),
                     ));
