@@ -93,6 +93,46 @@ fn a_value_too_large_to_replicate_is_refused_and_its_key_stays_writable() {
     }
 }
 
+/// Large requests received in part share one node-wide budget (`client_input_mb`):
+/// the client whose request would take the total over it gets an error and is
+/// disconnected; the others finish theirs, and the budget is given back.
+#[test]
+fn large_partial_requests_share_a_node_wide_budget() {
+    let cl = Cluster::start_with("client_input_mb = 1");
+    set_retry(cl.client(0), "warm", "up", 20);
+    let counted = |what: &str, ok: &dyn Fn(u64) -> bool| {
+        poll(20, what, || {
+            match metric(&cl, 0, "paxosstore_client_input_bytes") {
+                n if ok(n) => Ok(()),
+                n => Err(format!("{n} bytes counted")),
+            }
+        })
+    };
+    // A: 500 of 600 KB; B: 600 KB more, which takes the node over 1 MiB.
+    let header = b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$600000\r\n";
+    let mut a = Resp::connect(cl.client(0)).unwrap();
+    a.w.write_all(header).unwrap();
+    a.w.write_all(&vec![b'x'; 500_000]).unwrap();
+    counted("A's part is counted", &|n| n >= 500_000);
+    let mut b = Resp::connect(cl.client(0)).unwrap();
+    b.w.write_all(header).unwrap();
+    // The refusal may come before all of this is sent: a write error then is fine.
+    let _ = b.w.write_all(&vec![b'y'; 600_000]);
+    match read_reply(&mut b.r).unwrap() {
+        Reply::Error(e) => assert!(e.contains("over client_input_mb"), "{e}"),
+        r => panic!("expected a refusal, got {r:?}"),
+    }
+    // B's part is given back when its connection ends; then A finishes.
+    counted("B's part is given back", &|n| n < 600_000);
+    a.w.write_all(&vec![b'x'; 100_000]).unwrap();
+    a.w.write_all(b"\r\n").unwrap();
+    assert!(read_reply(&mut a.r).unwrap().is_ok());
+    counted("A's part is given back", &|n| n == 0);
+    assert_eq!(metric(&cl, 0, "paxosstore_client_input_refusals_total"), 1);
+    let mut c = Resp::connect(cl.client(0)).unwrap();
+    assert_eq!(c.cmds(&["STRLEN", "a"]).unwrap(), Reply::Int(600_000));
+}
+
 /// (a') A write acknowledged by one node is seen by the next write through another
 /// node: INCR through node i then INCR through node i+1 on a fresh key must return 1
 /// then 2, and of two SET NX through different nodes only the first may succeed.

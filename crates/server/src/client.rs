@@ -99,6 +99,48 @@ impl Conn {
 
 static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A request received in part counts against the node's `client_input_mb` only above
+/// this size: ordinary requests never touch the shared counter.
+const INPUT_CHARGE_FROM: usize = 64 * 1024;
+
+/// This connection's share of [`Shared::client_input`]: the size of its request
+/// received in part, when large. Given back when the connection ends.
+struct InputCharge {
+    shared: Arc<Shared>,
+    held: usize,
+}
+
+impl InputCharge {
+    /// Hold `len` bytes of a request received in part (0 when none is). `Err` with
+    /// the node's total when this growth takes it over the budget.
+    fn hold(&mut self, len: usize) -> Result<(), usize> {
+        let len = if len > INPUT_CHARGE_FROM { len } else { 0 };
+        if len == self.held {
+            return Ok(());
+        }
+        let total = if len > self.held {
+            let add = len - self.held;
+            self.shared.client_input.fetch_add(add, Ordering::Relaxed) + add
+        } else {
+            let sub = self.held - len;
+            self.shared.client_input.fetch_sub(sub, Ordering::Relaxed) - sub
+        };
+        let grew = len > self.held;
+        self.held = len;
+        metrics::gauge!("paxosstore_client_input_bytes").set(total as f64);
+        if grew && total > self.shared.cfg.client_input_mb << 20 {
+            return Err(total);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for InputCharge {
+    fn drop(&mut self) {
+        let _ = self.hold(0);
+    }
+}
+
 /// Largest bulk argument and most arguments of a request from a client that has not
 /// logged in (Redis 7: 16 KiB, 10).
 const UNAUTHED_MAX_BULK: usize = 16 * 1024;
@@ -168,6 +210,10 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
     let mut buf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut cmd_metrics = CommandMetrics::default();
+    let mut input = InputCharge {
+        shared: shared.clone(),
+        held: 0,
+    };
     // One registration for the connection's life, not one per read (each costs the
     // Notify's lock twice). `notify_one` leaves a permit if it fires between polls.
     let kill = registered.info.kill.notified();
@@ -209,7 +255,21 @@ pub async fn serve<S: crate::tls::ClientStream>(mut sock: S, shared: Arc<Shared>
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    if let Err(total) = input.hold(buf.len()) {
+                        metrics::counter!("paxosstore_client_input_refusals_total").increment(1);
+                        pending.push_back((
+                            Pending::Ready(Reply::error(format!(
+                                "ERR requests received in part hold {total} bytes on this \
+                                 node, over client_input_mb; closing the connection"
+                            ))),
+                            "protocol",
+                            Instant::now(),
+                        ));
+                        quit = true;
+                    }
+                    break;
+                }
                 Err(e) => {
                     // Redis answers the protocol error and closes the connection.
                     let text = match e {

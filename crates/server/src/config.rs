@@ -129,6 +129,10 @@ pub struct NodeConfig {
     pub client_idle_timeout_s: u64,
     /// Largest bulk string a client may send (bytes).
     pub max_value_bytes: usize,
+    /// Node-wide budget, MiB, for requests received in part that are larger than
+    /// 64 KiB: a client whose request would take the total over it gets an error and
+    /// is disconnected, so large requests from many clients cannot exhaust memory.
+    pub client_input_mb: usize,
     /// Most arguments in one client command.
     pub max_args: usize,
     /// Peer handshake timeout (ms).
@@ -190,6 +194,7 @@ impl Default for NodeConfig {
             max_clients: 10_000,
             client_idle_timeout_s: 0,
             max_value_bytes: 512 << 20,
+            client_input_mb: 1024,
             max_args: 1 << 20,
             handshake_timeout_ms: 5_000,
             requirepass: None,
@@ -330,7 +335,7 @@ impl NodeConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(field("data_dir", "must not be empty"));
         }
-        let positive: [(&'static str, u64); 13] = [
+        let positive: [(&'static str, u64); 14] = [
             ("shards", self.shards as u64),
             ("io_threads", self.io_threads as u64),
             ("group_commit_max_batch", self.group_commit_max_batch as u64),
@@ -343,6 +348,7 @@ impl NodeConfig {
             ("catchup_max_per_sec", self.catchup_max_per_sec),
             ("max_queue_per_entity", self.max_queue_per_entity as u64),
             ("max_clients", self.max_clients as u64),
+            ("client_input_mb", self.client_input_mb as u64),
             ("handshake_timeout_ms", self.handshake_timeout_ms),
         ];
         for (name, v) in positive {
@@ -368,6 +374,9 @@ impl NodeConfig {
         }
         if self.max_value_bytes == 0 || self.max_value_bytes > 1 << 30 {
             return Err(field("max_value_bytes", "must be 1 byte to 1 GiB"));
+        }
+        if self.client_input_mb > 1 << 30 {
+            return Err(field("client_input_mb", "at most 1073741824 (1 PiB)"));
         }
         if self.requirepass.as_deref() == Some("") {
             return Err(field(

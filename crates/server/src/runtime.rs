@@ -53,6 +53,8 @@ pub struct Shared {
     pub forwarder: crate::forward::Forwarder,
     /// This node's persists are failing: forwarded writes are refused unproposed.
     pub disk_failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Bytes of large requests received in part, all connections (`client_input_mb`).
+    pub client_input: AtomicUsize,
 }
 
 impl Shared {
@@ -266,6 +268,7 @@ pub async fn run(
         metrics,
         forwarder: crate::forward::Forwarder::new(cfg.max_clients.max(1024)),
         disk_failing,
+        client_input: AtomicUsize::new(0),
     });
 
     // Peer messages → their entity's shard. A full shard inbox drops the message:
