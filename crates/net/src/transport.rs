@@ -72,25 +72,22 @@ enum PeerStream {
 struct Queued {
     header: [u8; HEADER_LEN],
     payload: Bytes,
-    /// Queued by `send_reply`: counted against the reply budget.
-    reply: bool,
+    class: Class,
 }
 
-/// Which budget a frame is admitted against.
+/// Which budget a frame is admitted against (an index into `SendQueue::pending`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Class {
     /// Traffic its sender repeats if lost (Paxos messages, forwarded writes).
-    Bulk,
+    Bulk = 0,
     /// An answer the peer waits for and nobody resends (a forwarded write's reply).
-    Reply,
+    Reply = 1,
 }
 
 struct SendQueue {
     frames: Vec<Queued>,
-    /// Bytes queued or being written (not yet accepted by the kernel), all classes.
-    pending: usize,
-    /// The part of `pending` that is replies.
-    reply_pending: usize,
+    /// Bytes queued or being written (not yet accepted by the kernel), per class.
+    pending: [usize; 2],
     closed: bool,
 }
 
@@ -110,8 +107,7 @@ impl Conn {
         Conn {
             q: Mutex::new(SendQueue {
                 frames: Vec::new(),
-                pending: 0,
-                reply_pending: 0,
+                pending: [0; 2],
                 closed: false,
             }),
             wake: Notify::new(),
@@ -140,27 +136,21 @@ impl Conn {
             // the small reply behind it drop, for no one would resend the reply
             // (a forwarded 4 MB SET then timed out in CI). Both budgets together
             // bound the queue at twice `send_buffer_bytes` plus one large frame each.
-            let refused = match class {
-                Class::Bulk => {
-                    let bulk = q.pending - q.reply_pending;
-                    bulk > 0 && (bulk >= self.high_water || bulk + size > self.budget)
-                }
-                Class::Reply => q.reply_pending > 0 && q.reply_pending + size > self.budget,
+            let pending = q.pending[class as usize];
+            let high_water = match class {
+                Class::Bulk => self.high_water,
+                Class::Reply => self.budget,
             };
-            if refused {
+            if pending > 0 && (pending >= high_water || pending + size > self.budget) {
                 return Err((SendError::Busy, payload));
             }
             was_empty = q.frames.is_empty();
-            let reply = class == Class::Reply;
             q.frames.push(Queued {
                 header,
                 payload,
-                reply,
+                class,
             });
-            q.pending += size;
-            if reply {
-                q.reply_pending += size;
-            }
+            q.pending[class as usize] += size;
         }
         if was_empty {
             self.wake.notify_one();
@@ -861,7 +851,7 @@ async fn writer<W: AsyncWrite + Unpin>(
     let keepalive = Queued {
         header: encode_header(KEEPALIVE, &[]),
         payload: Bytes::new(),
-        reply: false,
+        class: Class::Bulk,
     };
     let mut batch: Vec<Queued> = Vec::new();
     let mut stage: Vec<u8> = Vec::with_capacity(STAGE_CAP);
@@ -897,12 +887,11 @@ async fn writer<W: AsyncWrite + Unpin>(
             last_write = Instant::now();
             continue;
         }
-        let bytes: usize = batch.iter().map(|f| HEADER_LEN + f.payload.len()).sum();
-        let reply_bytes: usize = batch
-            .iter()
-            .filter(|f| f.reply)
-            .map(|f| HEADER_LEN + f.payload.len())
-            .sum();
+        let mut written = [0usize; 2];
+        for f in &batch {
+            written[f.class as usize] += HEADER_LEN + f.payload.len();
+        }
+        let bytes = written[0] + written[1];
         let r = tokio::select! {
             r = write_batch(&mut wr, &batch, &mut stage) => r,
             _ = conn.kill.notified() => return,
@@ -914,8 +903,9 @@ async fn writer<W: AsyncWrite + Unpin>(
         last_write = Instant::now();
         {
             let mut q = lock(&conn.q);
-            q.pending = q.pending.saturating_sub(bytes);
-            q.reply_pending = q.reply_pending.saturating_sub(reply_bytes);
+            for (pending, w) in q.pending.iter_mut().zip(written) {
+                *pending = pending.saturating_sub(w);
+            }
         }
         Stats::add(&stats.frames_out, batch.len() as u64);
         Stats::add(&stats.bytes_out, bytes as u64);

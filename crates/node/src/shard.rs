@@ -75,10 +75,10 @@ pub struct ShardConfig {
     pub max_probe_summaries: usize,
     /// Largest entity (name plus encoded state) a write may produce. Every Paxos
     /// message carrying the value (a catch-up message carries two) must fit in one
-    /// peer frame: a larger value would be
-    /// accepted here and never reach a peer, and, being accepted, would be proposed
-    /// again by every later write of the entity, none of which could complete. Such
-    /// a write fails with `-ERR` instead and is not proposed.
+    /// peer frame: a larger value would be accepted here and never reach a peer, and,
+    /// being accepted, would be proposed again by every later write of the entity,
+    /// none of which could complete. Such a write fails with `-ERR` instead and is not
+    /// proposed.
     pub max_state_bytes: usize,
 }
 
@@ -1011,7 +1011,6 @@ fn run_read(state: &mut KvState, req: &Request, wall_ms: i64) -> Reply {
     reply
 }
 
-/// Execute a request on a state: one command, or a MULTI/EXEC body.
 /// What applying a write batch to a copy of the state gave.
 struct Applied {
     replies: Vec<Reply>,
@@ -1082,6 +1081,7 @@ fn apply_writes(
     a
 }
 
+/// Execute a request on a state: one command, or a MULTI/EXEC body.
 fn run(state: &mut KvState, req: &Request, wall_ms: i64) -> (Reply, bool) {
     if req.multi {
         if !exec::watch_holds(state, &req.watch, wall_ms) {

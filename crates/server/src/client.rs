@@ -118,14 +118,14 @@ impl InputCharge {
         if len == self.held {
             return Ok(());
         }
-        let total = if len > self.held {
+        let grew = len > self.held;
+        let total = if grew {
             let add = len - self.held;
             self.shared.client_input.fetch_add(add, Ordering::Relaxed) + add
         } else {
             let sub = self.held - len;
             self.shared.client_input.fetch_sub(sub, Ordering::Relaxed) - sub
         };
-        let grew = len > self.held;
         self.held = len;
         metrics::gauge!("paxosstore_client_input_bytes").set(total as f64);
         if grew && total > self.shared.cfg.client_input_mb << 20 {
