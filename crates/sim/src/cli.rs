@@ -28,6 +28,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         mutation: paxos::Mutation::None,
     };
     let mut single = false;
+    let mut counted = false;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut val = |name: &str| {
@@ -39,7 +40,10 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 })
         };
         match flag.as_str() {
-            "--seeds" => a.seeds = val("--seeds")?,
+            "--seeds" => {
+                a.seeds = val("--seeds")?;
+                counted = true;
+            }
             "--seed" => {
                 a.first = val("--seed")?;
                 single = true;
@@ -68,7 +72,8 @@ fn parse(args: &[String]) -> Result<Args, String> {
             other => return Err(format!("unknown argument: {other}")),
         }
     }
-    if single {
+    // `--seed S` alone replays one seed; with `--seeds N` it runs N seeds from S.
+    if single && !counted {
         a.seeds = 1;
     }
     Ok(a)

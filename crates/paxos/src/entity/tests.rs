@@ -620,3 +620,88 @@ fn wiped_node_does_not_vote_until_it_knows_its_floor_then_only_above_it() {
     net.run();
     assert_eq!(net.outcome(12), Some(Outcome::Rejoining { entry: 4 }));
 }
+
+/// With 3 nodes the proposer does not fsync its chosen flag on its own: each node
+/// persists once per write, and the flag reaches the proposer's disk with its next
+/// persist. With 5 nodes it still persists the flag (the acceptors learn the choice
+/// from it alone).
+#[test]
+fn a_three_node_proposer_writes_its_chosen_flag_with_its_next_persist() {
+    let mut net = Net::new(3);
+    let mut persists = [0usize; 3];
+    let mut count = |net: &Net, p: &mut [usize; 3]| {
+        for (i, c) in p.iter_mut().enumerate() {
+            *c += net.disk[i].len();
+        }
+    };
+    net.write(0, 1, b"a");
+    count(&net, &mut persists);
+    for _ in 0..100 {
+        // Deliver one round at a time, counting the persists each round issues.
+        let batch = std::mem::take(&mut net.inflight);
+        if batch.is_empty() && net.disk.iter().all(Vec::is_empty) {
+            break;
+        }
+        net.sync_disks();
+        for m in batch {
+            let to = m.to as usize;
+            net.nodes[to].handle_message(net.now, m);
+            net.drain(to);
+        }
+        count(&net, &mut persists);
+    }
+    assert_eq!(net.outcome(1), Some(Outcome::Written { entry: 1 }));
+    assert_eq!(persists, [1, 1, 1], "one persist per node");
+    assert!(
+        !net.durable[0][&1].chosen,
+        "the proposer's flag is not on its disk"
+    );
+    assert!(net.durable[1][&1].chosen && net.durable[2][&1].chosen);
+    net.write(0, 2, b"b");
+    net.run();
+    assert_eq!(net.outcome(2), Some(Outcome::Written { entry: 2 }));
+    assert!(net.durable[0][&1].chosen, "written with the next persist");
+
+    let mut net = Net::new(5);
+    net.write(0, 1, b"a");
+    net.run();
+    assert_eq!(net.outcome(1), Some(Outcome::Written { entry: 1 }));
+    assert!(
+        net.durable[0][&1].chosen,
+        "5 nodes: the proposer persists its flag"
+    );
+}
+
+/// A proposer that restarts without its chosen flag learns the entry again from its
+/// peers, and its next write goes through.
+#[test]
+fn a_proposer_restarted_without_its_chosen_flag_learns_the_entry_again() {
+    let mut net = Net::new(3);
+    net.write(0, 1, b"a");
+    net.run();
+    assert!(!net.durable[0][&1].chosen);
+    let records: Vec<(EntryId, Record)> = net.durable[0]
+        .iter()
+        .map(|(e, r)| (*e, r.clone()))
+        .collect();
+    net.nodes[0] = Entity::restore(Config::new(3, 0), 9, records).expect("valid records");
+    net.drain(0);
+    assert_eq!(
+        net.nodes[0].applied(),
+        0,
+        "entry 1 is not known chosen after restart"
+    );
+    // A write computed on the state it has (entry 0) targets entry 1 and finds the
+    // old choice there: the caller re-executes it on the state it has now learnt.
+    net.write(0, 2, b"b");
+    net.run();
+    assert_eq!(net.outcome(2), Some(Outcome::Lost { entry: 1 }));
+    assert_eq!(net.nodes[0].applied(), 1, "learnt again from the peers");
+    net.write(0, 3, b"b");
+    net.run();
+    assert_eq!(net.outcome(3), Some(Outcome::Written { entry: 2 }));
+    assert_eq!(
+        net.applied[0].last().map(|(_, v)| v.clone()),
+        Some(Bytes::from_static(b"b"))
+    );
+}
