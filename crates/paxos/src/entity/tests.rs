@@ -629,7 +629,7 @@ fn wiped_node_does_not_vote_until_it_knows_its_floor_then_only_above_it() {
 fn a_three_node_proposer_writes_its_chosen_flag_with_its_next_persist() {
     let mut net = Net::new(3);
     let mut persists = [0usize; 3];
-    let mut count = |net: &Net, p: &mut [usize; 3]| {
+    let count = |net: &Net, p: &mut [usize; 3]| {
         for (i, c) in p.iter_mut().enumerate() {
             *c += net.disk[i].len();
         }
