@@ -825,8 +825,6 @@ impl Entity {
             .slots
             .entry(x)
             .or_insert_with(|| Box::new(Slot::new(&self.cfg)));
-        // Taken, not cloned: what the peer said of the choice is kept aside.
-        let sender_chosen = msg.sender.chosen;
         let mut rec = std::mem::take(&mut msg.sender);
         if !slot.view.restore(&mut rec) {
             // The value named by id is gone here: drop rather than fold a hollow record.
@@ -845,31 +843,9 @@ impl Entity {
         let slot = self.slots.get_mut(&x).expect("slot inserted above");
         let local = slot.view.local();
         let changed = *local != old_local;
-        // Only where one peer's acceptance completes a majority (3 nodes): every
-        // acceptor that answers has then learnt the choice from its own acceptance
-        // and made the flag durable with it. With 5 nodes the acceptors learn it
-        // from the proposer alone, and skipping the proposer's fsync of the flag let
-        // the simulator leave an entry chosen with no durable flag after two wiped
-        // disks (6 of 10 000 seeds failed liveness, against 3 without the skip).
-        let own_value =
-            quorum(self.cfg.n) == 2 && value_introduced_by(local.value_id, self.cfg.me, self.cfg.n);
-        // The proposer does not answer a peer's "chosen" with a record that would
-        // only say so back (its answer to each acceptor of a 3-node write). Such an
-        // answer used to wait for the fsync of the proposer's flag, by which time the
-        // peer's message showed it knew, and was dropped.
-        let only_echoes_chosen = own_value && sender_chosen && local.same_but_chosen(&msg.receiver);
-        let need_sync = !only_echoes_chosen
-            && (local.is_newer_than(&msg.receiver) || (local.chosen && !msg.receiver.chosen));
-        // The proposer that introduced the chosen value does not persist the flag on
-        // its own when a peer has told it the entry is chosen: the value is durable
-        // on a majority, that peer made its flag durable before saying so, and a
-        // restart that loses this node's flag only means learning the entry again.
-        // The flag rides along with the entity's next persist. That is one persist of
-        // the four of a 3-node write (see ARCHITECTURE.md, "Persist before send").
-        let own_flag_only = own_value
-            && local.same_but_chosen(&old_local)
-            && slot.view.peers_not_chosen().count() + 1 < self.cfg.n as usize;
-        if changed && !own_flag_only {
+        let need_sync =
+            local.is_newer_than(&msg.receiver) || (local.chosen && !msg.receiver.chosen);
+        if changed {
             slot.dirty = true;
         }
         let newly_chosen = slot.view.is_chosen() && old_status != Status::Chosen;
@@ -882,7 +858,7 @@ impl Entity {
         // the entity (its `max_chosen`) or a read's check.
         let learnt_from_peer = newly_chosen && !broadcast;
         if learnt_from_peer {
-            if !only_echoes_chosen {
+            if !msg.sender.chosen || need_sync {
                 self.intents.push(Intent::Sync {
                     to: from,
                     entry: x,
@@ -1117,7 +1093,9 @@ impl Entity {
     /// it: several ballots of one entry can gather a majority for the same value, but
     /// the value has exactly one introducer, so exactly one node holds the grant.
     fn owns_value(&self, value_id: u64) -> bool {
-        value_introduced_by(value_id, self.cfg.me, self.cfg.n)
+        value_id > 0
+            && value_id <= u32::MAX as u64
+            && crate::record::ballot_owner(value_id as u32, self.cfg.n) == Some(self.cfg.me)
     }
 
     /// Apply entries whose decision already rests on durable records (see
@@ -1354,14 +1332,6 @@ impl Entity {
             receiver,
         }
     }
-}
-
-/// The value `value_id` was introduced by node `me` (its id is the ballot `me` first
-/// proposed it under).
-fn value_introduced_by(value_id: u64, me: NodeId, n: u8) -> bool {
-    value_id > 0
-        && value_id <= u32::MAX as u64
-        && crate::record::ballot_owner(value_id as u32, n) == Some(me)
 }
 
 #[cfg(test)]

@@ -54,16 +54,6 @@ impl Record {
         Self::default()
     }
 
-    /// The same numbers and value as `other`, whatever either says of `chosen`. A
-    /// value id names one value per entry, so ids are compared, not bytes (either
-    /// record may have come over the wire with its value elided).
-    pub fn same_but_chosen(&self, other: &Record) -> bool {
-        self.prepared == other.prepared
-            && self.promised == other.promised
-            && self.accepted == other.accepted
-            && self.value_id == other.value_id
-    }
-
     /// Nothing promised or accepted.
     pub fn is_empty(&self) -> bool {
         self.promised == 0 && self.accepted == 0 && !self.chosen
