@@ -663,8 +663,13 @@ impl Sim {
         }
         for (e, r) in records {
             if let Some(old) = node.durable.get(&(ent, e)).filter(|_| check) {
+                // Adopting a chosen record whose value differs from the one accepted
+                // here takes that record's accepted number, which may be lower
+                // (`EntryView::fold`): a chosen record is final, and `is_newer_than`
+                // orders it above every unchosen one.
+                let adopts_chosen = r.chosen && !old.chosen && r.value_id != old.value_id;
                 if r.promised < old.promised
-                    || r.accepted < old.accepted
+                    || (r.accepted < old.accepted && !adopts_chosen)
                     || r.prepared < old.prepared
                 {
                     violations.push(format!(
