@@ -126,6 +126,8 @@ struct Slot {
     durably_chosen: bool,
     /// Earliest time for the next catch-up message about this entry.
     catchup_at: u64,
+    /// Catch-up requests for this entry that went unanswered by a chosen record.
+    catchup_misses: u8,
     /// (accepted, value id) of the local record as last made durable.
     durable_accepted: (Ballot, u64),
     /// Persists in flight for this entry: (seq, accepted, value id).
@@ -143,6 +145,7 @@ impl Slot {
             chosen_seq: None,
             durably_chosen: false,
             catchup_at: 0,
+            catchup_misses: 0,
             durable_accepted: (0, 0),
             inflight: Vec::new(),
         }
@@ -908,7 +911,7 @@ impl Entity {
         if op.entry.is_some() || op.retry_at > now {
             return;
         }
-        if self.applied < self.max_chosen || self.learner.is_some() {
+        if (self.applied < self.max_chosen && !self.catchup_exhausted()) || self.learner.is_some() {
             return; // catch up (or learn the voting floor) first
         }
         let e = self.applied + 1;
@@ -1161,6 +1164,21 @@ impl Entity {
 
     // ---- catch-up ------------------------------------------------------------------
 
+    /// Every peer has been asked for the chosen record of `applied + 1` without
+    /// sending it. The entry is known chosen (a peer said so) but no live peer may
+    /// hold its chosen record any more: the node that knew crashed before persisting
+    /// its flag, or lost its disk, while the acceptances that made the choice are
+    /// still durable on some members. Then a command may drive the entry itself: a
+    /// new ballot's phase 1 finds the chosen value (any majority of voters holds it;
+    /// a wiped node votes only after rejoining) and chooses it again, so this is
+    /// always safe, and without it the entity waited forever (the simulator found it
+    /// in 2 of 10 000 five-replica seeds with wiped disks).
+    fn catchup_exhausted(&self) -> bool {
+        self.slots
+            .get(&(self.applied + 1))
+            .is_some_and(|s| s.catchup_misses as usize >= self.cfg.n as usize)
+    }
+
     fn try_catchup(&mut self, now: u64) {
         if self.applied >= self.max_chosen {
             return;
@@ -1175,7 +1193,10 @@ impl Entity {
             if slot.view.is_chosen() || slot.catchup_at > now {
                 continue;
             }
-            rotate |= slot.catchup_at > 0;
+            if slot.catchup_at > 0 {
+                rotate = true;
+                slot.catchup_misses = slot.catchup_misses.saturating_add(1);
+            }
             slot.catchup_at = now + self.cfg.catchup_ms;
             self.intents.push(Intent::Sync {
                 to: self.active_peer,
