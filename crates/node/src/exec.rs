@@ -101,6 +101,7 @@ pub fn access(cmd: &Command) -> Access {
         | C::Reset
         | C::Client(_)
         | C::Acl(_)
+        | C::Cluster(_)
         | C::Command(_)
         | C::Info(_)
         | C::DbSize
@@ -385,6 +386,7 @@ impl Exec<'_> {
             | C::Reset
             | C::Client(_)
             | C::Acl(_)
+            | C::Cluster(_)
             | C::Command(_)
             | C::Info(_)
             | C::FlushAll(_)

@@ -62,6 +62,7 @@ pub fn run(nodes: u8, port: u16, data_dir: Option<PathBuf>) -> ExitCode {
         .map(|i| MemberConfig {
             id: i,
             peer: format!("127.0.0.1:{}", port as u32 + 10_000 + i as u32),
+            client: Some(format!("127.0.0.1:{}", port as u32 + i as u32)),
         })
         .collect();
     let threads = threads_per_node(nodes);

@@ -595,15 +595,23 @@ fn kill_all_during_writes(extra: &str) {
     }
 }
 
-/// The entity's home as the server computes it (`node::route::home`): FNV-1a, high
-/// half, mod n. Restated here so the test notices if the server's rule changes.
+/// The entity's home as the server computes it (`node::route::home`): the owner of
+/// the key's Redis Cluster slot (CRC16-XMODEM mod 16384), the slots split into N
+/// contiguous ranges. Restated here (bit by bit, the keys have no hash tag) so the
+/// test notices if the server's rule changes.
 fn home_of(key: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut crc: u16 = 0;
     for b in key.as_bytes() {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
     }
-    ((h >> 32) % N as u64) as usize
+    (crc as usize % 16384) * N / 16384
 }
 
 fn metric(cl: &Cluster, i: usize, name: &str) -> u64 {

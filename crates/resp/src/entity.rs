@@ -23,19 +23,36 @@ pub fn entity_of(key: &[u8]) -> &[u8] {
 }
 
 /// CRC16-CCITT (XMODEM: polynomial 0x1021, init 0), as used by Redis Cluster.
+/// Table-driven: a write's home is computed from it on every forwarded command.
 pub fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0u16, |mut crc, &b| {
-        crc ^= u16::from(b) << 8;
-        for _ in 0..8 {
+    data.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    })
+}
+
+/// `CRC16_TABLE[i]`: the CRC of the byte `i` shifted through eight steps.
+const CRC16_TABLE: [u16; 256] = {
+    let mut table = [0u16; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = (i as u16) << 8;
+        let mut bit = 0;
+        while bit < 8 {
             crc = if crc & 0x8000 != 0 {
                 (crc << 1) ^ 0x1021
             } else {
                 crc << 1
             };
+            bit += 1;
         }
-        crc
-    })
-}
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+/// Number of Redis Cluster hash slots.
+pub const SLOTS: u16 = 16384;
 
 /// The Redis Cluster hash slot (0..16384) of `key`.
 pub fn key_slot(key: &[u8]) -> u16 {
@@ -51,6 +68,32 @@ mod tests {
         // The standard XMODEM check value.
         assert_eq!(crc16(b"123456789"), 0x31C3);
         assert_eq!(crc16(b""), 0);
+    }
+
+    #[test]
+    fn crc16_table_matches_the_bitwise_definition() {
+        fn bitwise(data: &[u8]) -> u16 {
+            data.iter().fold(0u16, |mut crc, &b| {
+                crc ^= u16::from(b) << 8;
+                for _ in 0..8 {
+                    crc = if crc & 0x8000 != 0 {
+                        (crc << 1) ^ 0x1021
+                    } else {
+                        crc << 1
+                    };
+                }
+                crc
+            })
+        }
+        let data: Vec<u8> = (0..2048u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for len in 0..64 {
+            for start in (0..data.len() - len).step_by(97) {
+                let d = &data[start..start + len];
+                assert_eq!(crc16(d), bitwise(d), "{d:?}");
+            }
+        }
     }
 
     #[test]

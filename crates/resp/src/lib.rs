@@ -18,6 +18,6 @@ pub mod parse;
 pub mod reply;
 
 pub use command::{parse_command, Command, CommandError};
-pub use entity::{crc16, entity_of, key_slot};
+pub use entity::{crc16, entity_of, key_slot, SLOTS};
 pub use parse::{encode_request, parse_request, Limits, ProtocolError};
 pub use reply::Reply;

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeSet;
 
-use resp::command::{AclCommand, ClientCommand};
+use resp::command::{AclCommand, ClientCommand, ClusterCommand};
 use resp::Command;
 use sha2::{Digest, Sha256};
 
@@ -31,6 +31,15 @@ pub fn acl_name(cmd: &Command) -> &'static str {
             AclCommand::WhoAmI => "acl|whoami",
             AclCommand::List => "acl|list",
             AclCommand::Help => "acl|help",
+        },
+        Command::Cluster(c) => match c {
+            ClusterCommand::Slots => "cluster|slots",
+            ClusterCommand::Nodes => "cluster|nodes",
+            ClusterCommand::Shards => "cluster|shards",
+            ClusterCommand::KeySlot(_) => "cluster|keyslot",
+            ClusterCommand::Info => "cluster|info",
+            ClusterCommand::MyId => "cluster|myid",
+            ClusterCommand::Help => "cluster|help",
         },
         c => c.name(),
     }
@@ -85,6 +94,13 @@ const TABLE: &[(&str, &[&str])] = &[
     ("acl|whoami", &["slow"]),
     ("acl|list", &["admin", "slow", "dangerous"]),
     ("acl|help", &["slow"]),
+    ("cluster|slots", &["slow"]),
+    ("cluster|nodes", &["slow"]),
+    ("cluster|shards", &["slow"]),
+    ("cluster|keyslot", &["slow"]),
+    ("cluster|info", &["slow"]),
+    ("cluster|myid", &["slow"]),
+    ("cluster|help", &["slow"]),
     ("info", &["slow", "dangerous"]),
     // Not in @write/@keyspace (Redis has them there): only @admin or the name grants them.
     ("flushall", &["slow", "dangerous", "admin"]),
@@ -450,7 +466,7 @@ mod tests {
     #[test]
     fn every_parsed_command_has_an_entry() {
         for (name, _) in resp::command::supported_commands() {
-            if name == "client" || name == "acl" {
+            if name == "client" || name == "acl" || name == "cluster" {
                 continue;
             }
             assert!(known_names().any(|n| n == name), "{name} has no ACL entry");
@@ -479,6 +495,23 @@ mod tests {
             ];
             let cmd = resp::parse_command(&args).unwrap();
             assert!(known_names().any(|n| n == acl_name(&cmd)), "acl {sub}");
+        }
+        for sub in [
+            "slots",
+            "nodes",
+            "shards",
+            "keyslot k",
+            "info",
+            "myid",
+            "help",
+        ] {
+            let mut args = vec![bytes::Bytes::from_static(b"cluster")];
+            args.extend(
+                sub.split(' ')
+                    .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes())),
+            );
+            let cmd = resp::parse_command(&args).unwrap();
+            assert!(known_names().any(|n| n == acl_name(&cmd)), "cluster {sub}");
         }
     }
 

@@ -590,6 +590,7 @@ fn dispatch(
         }
         Command::Client(c) => ready(client_cmd(conn, shared, c)),
         Command::Acl(c) => ready(acl_cmd(conn, shared, c)),
+        Command::Cluster(c) => ready(crate::cluster::cluster_cmd(shared, c)),
         Command::Command(c) => ready(command_cmd(c)),
         Command::Info(args) => (
             Pending::Task(Box::pin(info(shared.clone(), args))),
@@ -1273,6 +1274,7 @@ async fn info(shared: Arc<Shared>, args: Vec<Bytes>) -> Reply {
             })
             .collect(),
         majority_reachable: shared.majority_reachable(),
+        cluster_enabled: shared.cfg.members.iter().all(|m| m.client.is_some()),
         keyspace,
     };
     Reply::Verbatim {

@@ -32,6 +32,12 @@ pub struct MemberConfig {
     pub id: u8,
     /// `host:port` of the member's peer port.
     pub peer: String,
+    /// `host:port` where Redis clients reach the member (its `client_addr` as seen
+    /// from the clients). Optional; when every member has one, `CLUSTER SLOTS`,
+    /// `SHARDS` and `NODES` name each slot range's home, so cluster-aware clients
+    /// send each write to the node that proposes it without a forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
 }
 
 /// A node's configuration. Defaults are given by [`NodeConfig::default`] and in the
@@ -322,6 +328,9 @@ impl NodeConfig {
                 return Err(field("members", format!("duplicate member id {}", m.id)));
             }
             resolve("members.peer", &m.peer)?;
+            if let Some(c) = &m.client {
+                resolve("members.client", c)?;
+            }
         }
         if !self.members.iter().any(|m| m.id == self.id) {
             return Err(field(
@@ -412,6 +421,7 @@ mod tests {
                 .map(|i| MemberConfig {
                     id: i,
                     peer: format!("127.0.0.1:{}", 17000 + i as u16),
+                    client: None,
                 })
                 .collect(),
             ..NodeConfig::default()

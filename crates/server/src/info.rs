@@ -195,6 +195,8 @@ pub struct InfoInput<'a> {
     /// `down`.
     pub members: Vec<(u8, String, String)>,
     pub majority_reachable: bool,
+    /// Whether `CLUSTER SLOTS` can answer (every member has a client address).
+    pub cluster_enabled: bool,
     /// `(keys, keys with a TTL)`, if the keyspace section is wanted.
     pub keyspace: Option<(u64, u64)>,
 }
@@ -255,8 +257,9 @@ pub fn render(input: &InfoInput<'_>, sections: &[&str]) -> String {
             ),
             "cluster" => {
                 let mut t = format!(
-                    "# Cluster\r\ncluster_enabled:0\r\npaxosstore_members:{}\r\n\
+                    "# Cluster\r\ncluster_enabled:{}\r\npaxosstore_members:{}\r\n\
                      majority_reachable:{}\r\n",
+                    u8::from(input.cluster_enabled),
                     input.members.len(),
                     u8::from(input.majority_reachable),
                 );
@@ -310,6 +313,7 @@ mod tests {
                 (2, "127.0.0.1:17381".into(), "up(2)".into()),
             ],
             majority_reachable: true,
+            cluster_enabled: false,
             keyspace: Some((5, 2)),
         }
     }

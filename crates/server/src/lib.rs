@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod admin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod forward;
 pub mod glob;

@@ -21,7 +21,7 @@ pub enum StorageError {
     /// `what` names the file, partition and/or entity so an operator can find it.
     #[error("corrupt data in {what}: {detail}")]
     Corrupt { what: String, detail: String },
-    /// The data directory was written by a newer (or unknown) format version.
+    /// The data directory was written in another format version (older, newer, unknown).
     #[error("unsupported storage format in {}: found {found}, this build supports {supported}", dir.display())]
     UnsupportedFormat {
         dir: PathBuf,

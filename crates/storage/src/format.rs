@@ -19,7 +19,14 @@ use std::path::Path;
 use crate::StorageError;
 
 /// Format version written by this build. Bump on any incompatible layout change.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// - 1: rows as in `codec.rs`; an entity's home (the member pre-authorised for its
+///   entry 1) was picked by an FNV hash.
+/// - 2: the same rows; the home is the owner of the entity's Redis Cluster hash slot
+///   (`node::route::home`). A format-1 directory is refused rather than read: its
+///   members may hold entry-1 acceptances made with the old home's reserved ballot,
+///   and a new home skipping prepare could overwrite a chosen value.
+pub const FORMAT_VERSION: u32 = 2;
 
 pub(crate) const FORMAT_FILE: &str = "STORAGE_FORMAT";
 const FORMAT_TMP: &str = "STORAGE_FORMAT.tmp";

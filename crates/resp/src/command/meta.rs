@@ -21,6 +21,7 @@ impl Cmd {
             Reset => "reset",
             Client(_) => "client",
             Acl(_) => "acl",
+            Cluster(_) => "cluster",
             Cmd::Command(_) => "command",
             Info(_) => "info",
             FlushAll(_) => "flushall",
@@ -108,6 +109,7 @@ impl Cmd {
             | Reset
             | Client(_)
             | Acl(_)
+            | Cluster(_)
             | Cmd::Command(_)
             | Info(_)
             | FlushAll(_)
@@ -179,7 +181,7 @@ impl Cmd {
             | ReadOnly
             | ReadWrite
             | Cmd::Command(_) => false,
-            Client(_) | Acl(_) => false,
+            Client(_) | Acl(_) | Cluster(_) => false,
         }
     }
 }

@@ -193,6 +193,21 @@ pub enum AclCommand {
     Help,
 }
 
+/// `CLUSTER` subcommands (what a cluster-aware client needs to route keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterCommand {
+    /// Slot ranges with the member owning each (the entities' homes).
+    Slots,
+    /// The same as `CLUSTER NODES` lines.
+    Nodes,
+    /// `CLUSTER SHARDS`: the slot ranges and their member, Redis 7's form.
+    Shards,
+    KeySlot(Bytes),
+    Info,
+    MyId,
+    Help,
+}
+
 /// `COMMAND` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandCommand {
@@ -227,6 +242,7 @@ pub enum Command {
     Reset,
     Client(ClientCommand),
     Acl(AclCommand),
+    Cluster(ClusterCommand),
     Command(CommandCommand),
     Info(Vec<Bytes>),
     FlushAll(FlushMode),

@@ -17,6 +17,7 @@ const TABLE: &[(&str, i32)] = &[
     ("reset", 1),
     ("client", -2),
     ("acl", -2),
+    ("cluster", -2),
     ("command", -1),
     ("info", -1),
     ("flushall", -1),
@@ -81,6 +82,16 @@ const ACL_SUBS: &[(&str, &str, i32)] = &[
     ("whoami", "acl|whoami", 2),
     ("list", "acl|list", 2),
     ("help", "acl|help", 2),
+];
+
+const CLUSTER_SUBS: &[(&str, &str, i32)] = &[
+    ("slots", "cluster|slots", 2),
+    ("nodes", "cluster|nodes", 2),
+    ("shards", "cluster|shards", 2),
+    ("keyslot", "cluster|keyslot", 3),
+    ("info", "cluster|info", 2),
+    ("myid", "cluster|myid", 2),
+    ("help", "cluster|help", 2),
 ];
 
 const COMMAND_SUBS: &[(&str, &str, i32)] = &[
@@ -188,6 +199,15 @@ pub fn parse_command(args: &[Bytes]) -> Result<Command, CommandError> {
             "whoami" => AclCommand::WhoAmI,
             "list" => AclCommand::List,
             _ => AclCommand::Help,
+        }),
+        "cluster" => Command::Cluster(match sub(a, "CLUSTER", CLUSTER_SUBS)?.0 {
+            "slots" => ClusterCommand::Slots,
+            "nodes" => ClusterCommand::Nodes,
+            "shards" => ClusterCommand::Shards,
+            "keyslot" => ClusterCommand::KeySlot(key()),
+            "info" => ClusterCommand::Info,
+            "myid" => ClusterCommand::MyId,
+            _ => ClusterCommand::Help,
         }),
         "command" => Command::Command(parse_command_command(a)?),
         "info" => Command::Info(a[1..].to_vec()),
