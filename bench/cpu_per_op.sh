@@ -41,6 +41,6 @@ ticks, switches, hz = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 print(f"server CPU per op: {ticks * 1e6 / hz / ops:.1f} us; context switches per op: {switches / ops:.1f}")
 PY
 # Node 0's storage work over the run (persisted updates, fsync batches).
-curl -s "127.0.0.1:$((PORT + 20000))/metrics" | grep -E '^paxosstore_(fsync_updates|fsync_batches|proposals|entity_loads|evictions|probe_summaries|probes_answered_from_summary) ' |
+curl -s "127.0.0.1:$((PORT + 20000))/metrics" | grep -E '^paxosstore_(fsync_updates|fsync_batches|proposals|entity_loads|evictions|probe_summaries|probes_answered_from_summary|forwarded_total) ' |
     sed 's/^/node 0 /'
 echo "node 0 data directory: $(du -sm "$W/d/node0" | cut -f1) MiB; RSS $(awk '/VmRSS/{print int($2/1024)}' "/proc/${pids[0]}/status") MiB"

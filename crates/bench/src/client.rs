@@ -21,6 +21,9 @@ pub struct RunConfig {
     pub preload: bool,
     pub verify: bool,
     pub seed: u64,
+    /// `--route slots`: the address index (into the target's list) of each hash
+    /// slot's home, from `CLUSTER SLOTS`.
+    pub slot_owners: Option<Arc<Vec<u8>>>,
 }
 
 /// Handed to each client task.

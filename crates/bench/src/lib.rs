@@ -125,6 +125,12 @@ pub struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Where a RESP client sends each request: `spread` (every request over the
+    /// client's one connection; clients spread over the addresses) or `slots` (as a
+    /// Redis Cluster client: a connection to every address, each request to its key's
+    /// home from `CLUSTER SLOTS`; needs `-P 1`).
+    #[arg(long, default_value = "spread")]
+    route: String,
 }
 
 /// Runs the CLI with `args` (`args[0]` is the program name, as in `std::env::args()`;
@@ -272,6 +278,17 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
                 .into(),
         );
     }
+    let slot_owners = match a.route.as_str() {
+        "spread" => None,
+        "slots" if proto != Proto::Resp => {
+            return Err("usage: --route slots needs a resp:// target".into())
+        }
+        "slots" if a.pipeline != 1 => return Err("usage: --route slots needs -P 1".into()),
+        "slots" => Some(Arc::new(
+            resp_client::slot_owners(&addrs, Duration::from_millis(a.timeout_ms.max(1))).await?,
+        )),
+        other => return Err(format!("usage: --route is spread or slots, not {other:?}")),
+    };
     let duration = match (a.duration, a.ops) {
         (Some(d), _) if d > 0.0 => Some(Duration::from_secs_f64(d)),
         (Some(_), Some(_)) | (None, Some(_)) => None,
@@ -289,6 +306,7 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
         preload: a.preload,
         verify: a.verify,
         seed: a.seed,
+        slot_owners,
     });
     let addrs = Arc::new(addrs);
     let ready = Arc::new(Barrier::new(a.clients + 1));

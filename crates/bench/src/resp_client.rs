@@ -1,5 +1,7 @@
 //! A closed-loop RESP client: one TCP connection, up to `pipeline` requests in
-//! flight, failing over to the next address on I/O errors and timeouts.
+//! flight, failing over to the next address on I/O errors and timeouts. With
+//! `--route slots` a client instead holds a connection to every address and sends
+//! each request to its key's home, as a Redis Cluster client does.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -32,6 +34,8 @@ enum Stage {
 }
 
 struct Pending {
+    /// The hash slot of the operation's key (`--route slots` sends it to its home).
+    slot: u16,
     kind: OpKind,
     start: Instant,
     sent: Instant,
@@ -65,20 +69,27 @@ struct Addrs {
     failovers: u64,
 }
 
+async fn connect_to(addr: &str, timeout: Duration) -> Option<Conn> {
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(Conn {
+                stream: s,
+                rbuf: BytesMut::with_capacity(64 * 1024),
+            })
+        }
+        _ => None,
+    }
+}
+
 impl Addrs {
     async fn connect(&mut self, timeout: Duration) -> Option<Conn> {
-        let addr = &self.list[self.idx];
-        let res = tokio::time::timeout(timeout, TcpStream::connect(addr.as_str())).await;
-        match res {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
+        match connect_to(&self.list[self.idx], timeout).await {
+            Some(c) => {
                 self.failed_in_row = 0;
-                Some(Conn {
-                    stream: s,
-                    rbuf: BytesMut::with_capacity(64 * 1024),
-                })
+                Some(c)
             }
-            _ => {
+            None => {
                 self.next();
                 self.failed_in_row += 1;
                 if self.failed_in_row >= self.list.len() {
@@ -121,7 +132,7 @@ fn issue(g: &mut Gen, ctx: &ClientCtx, w: &mut Vec<u8>, now: Instant) -> Pending
     let kind = cfg.mix.pick(&mut g.rng);
     let idx = cfg.dist.sample(&mut g.rng);
     let mut stage = Stage::Plain;
-    match kind {
+    let key = match kind {
         OpKind::Set => {
             g.fill_value(cfg.value_size);
             if cfg.verify {
@@ -129,18 +140,22 @@ fn issue(g: &mut Gen, ctx: &ClientCtx, w: &mut Vec<u8>, now: Instant) -> Pending
                 resp::encode(w, &[b"SET", k.as_bytes(), &g.value]);
                 g.tracker.sent(idx, g.seq);
                 stage = Stage::Tracked(idx, g.seq);
+                k
             } else {
                 let k = workload::key(idx);
                 resp::encode(w, &[b"SET", k.as_bytes(), &g.value]);
+                k
             }
         }
         OpKind::Get => {
             let k = workload::key(idx);
             resp::encode(w, &[b"GET", k.as_bytes()]);
+            k
         }
         OpKind::Incr => {
             let k = workload::counter_key(idx);
             resp::encode(w, &[b"INCR", k.as_bytes()]);
+            k
         }
         OpKind::Mset => {
             g.fill_value(cfg.value_size);
@@ -149,14 +164,17 @@ fn issue(g: &mut Gen, ctx: &ClientCtx, w: &mut Vec<u8>, now: Instant) -> Pending
                 w,
                 &[b"MSET", a.as_bytes(), &g.value, b.as_bytes(), &g.value],
             );
+            a
         }
         OpKind::Cas => {
             let k = workload::key(idx);
             resp::encode(w, &[b"VGET", k.as_bytes()]);
             stage = Stage::CasRead(idx);
+            k
         }
-    }
+    };
     Pending {
+        slot: ::resp::key_slot(key.as_bytes()),
         kind,
         start: now,
         sent: now,
@@ -198,6 +216,7 @@ fn handle(
             let v = version.to_string();
             resp::encode(w, &[b"VSET", k.as_bytes(), &g.value, v.as_bytes()]);
             pending.push_back(Pending {
+                slot: p.slot,
                 kind: OpKind::Cas,
                 start: p.start,
                 sent: Instant::now(),
@@ -400,6 +419,22 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
         value: Vec::new(),
         tracker: Tracker::default(),
     };
+    if let Some(owners) = cfg.slot_owners.clone() {
+        let mut rec = Recorder::default();
+        routed(&mut g, &ctx, &shared, &mut rec, &owners, &mut addrs).await;
+        rec.close(&shared);
+        let verify = if cfg.verify {
+            Some(verify(&ctx, &g, &mut addrs, &mut conn).await)
+        } else {
+            None
+        };
+        return ClientResult {
+            rec,
+            verify,
+            preload_errors,
+            failovers: addrs.failovers,
+        };
+    }
     // Wait for the end of the warm-up without issuing twice the load.
     let mut rec = Recorder::default();
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(cfg.pipeline * 2);
@@ -477,5 +512,201 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
         verify,
         preload_errors,
         failovers: addrs.failovers,
+    }
+}
+
+/// How long a member that failed a request is skipped by `--route slots`: its slots'
+/// requests go to the next address (which forwards them) meanwhile.
+const ROUTE_DOWN: Duration = Duration::from_secs(1);
+
+/// The measured loop with `--route slots` (pipeline 1): each request goes to the home
+/// of its key's slot (`owners`, from `CLUSTER SLOTS`) over a connection per address.
+/// A member that fails a request or a connect is skipped for [`ROUTE_DOWN`].
+async fn routed(
+    g: &mut Gen,
+    ctx: &ClientCtx,
+    shared: &Shared,
+    rec: &mut Recorder,
+    owners: &[u8],
+    addrs: &mut Addrs,
+) {
+    let cfg = &ctx.cfg;
+    let n = ctx.addrs.len();
+    let mut conns: Vec<Option<Conn>> = (0..n).map(|_| None).collect();
+    let mut down_until: Vec<Option<Instant>> = vec![None; n];
+    let mut w: Vec<u8> = Vec::with_capacity(cfg.value_size * 2 + 64);
+    let mut pending: VecDeque<Pending> = VecDeque::with_capacity(2);
+    loop {
+        if pending.is_empty() {
+            if !shared.may_issue() {
+                break;
+            }
+            let p = issue(g, ctx, &mut w, Instant::now());
+            pending.push_back(p);
+        }
+        let Some(front) = pending.front() else {
+            break;
+        };
+        let (slot, sent) = (front.slot, front.sent);
+        let home = owners.get(usize::from(slot)).map_or(0, |&o| usize::from(o)) % n;
+        let now = Instant::now();
+        let mut target = home;
+        while down_until[target].is_some_and(|t| t > now) {
+            target = (target + 1) % n;
+            if target == home {
+                break;
+            }
+        }
+        if target != home {
+            addrs.failovers += 1;
+        }
+        if conns[target].is_none() {
+            conns[target] = connect_to(&ctx.addrs[target], cfg.timeout).await;
+            if conns[target].is_none() {
+                down_until[target] = Some(Instant::now() + ROUTE_DOWN);
+                if down_until.iter().all(|d| d.is_some_and(|t| t > Instant::now())) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                if Instant::now() >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
+                    for p in pending.drain(..) {
+                        rec.error(shared, p.start, Broken::Io.name());
+                    }
+                    break;
+                }
+                continue;
+            }
+        }
+        let Some(c) = conns[target].as_mut() else {
+            continue;
+        };
+        let mut res = write_all(c, &w, now + cfg.timeout).await;
+        w.clear();
+        let mut answered = false;
+        while res.is_ok() && !answered {
+            res = read_some(c, sent + cfg.timeout).await;
+            if res.is_err() {
+                break;
+            }
+            let used = match resp::parse(&c.rbuf) {
+                Ok(Some((r, len))) => {
+                    if let Some(p) = pending.pop_front() {
+                        handle(g, ctx, shared, rec, p, r, &mut w, &mut pending);
+                    }
+                    Some(len)
+                }
+                Ok(None) => None,
+                Err(_) => {
+                    res = Err(Broken::Protocol);
+                    None
+                }
+            };
+            if let Some(len) = used {
+                answered = true;
+                c.rbuf.advance(len);
+            }
+        }
+        if let Err(why) = res {
+            for p in pending.drain(..) {
+                rec.error(shared, p.start, why.name());
+            }
+            w.clear();
+            conns[target] = None;
+            down_until[target] = Some(Instant::now() + ROUTE_DOWN);
+        }
+    }
+}
+
+/// `--route slots`: asks the first address that answers for `CLUSTER SLOTS` and
+/// returns, for each of the 16 384 hash slots, the index in `addrs` of its home.
+pub async fn slot_owners(addrs: &[String], timeout: Duration) -> Result<Vec<u8>, String> {
+    let mut last = String::from("no address");
+    for addr in addrs {
+        let Some(mut c) = connect_to(addr, timeout).await else {
+            last = format!("{addr}: cannot connect");
+            continue;
+        };
+        let mut w = Vec::new();
+        resp::encode(&mut w, &[b"CLUSTER", b"SLOTS"]);
+        let mut got: Result<Vec<u8>, String> = Err(format!("{addr}: no reply"));
+        let sent = round_trip(&mut c, &w, 1, timeout, |r| got = owners_from(&r, addrs)).await;
+        match (sent, got) {
+            (Ok(()), Ok(owners)) => return Ok(owners),
+            (Ok(()), Err(e)) => return Err(format!("--route slots: {addr}: {e}")),
+            (Err(why), _) => last = format!("{addr}: {}", why.name()),
+        }
+    }
+    Err(format!("--route slots: CLUSTER SLOTS failed ({last})"))
+}
+
+/// The slot -> address-index table from a `CLUSTER SLOTS` reply.
+fn owners_from(r: &Reply<'_>, addrs: &[String]) -> Result<Vec<u8>, String> {
+    let ranges = match r {
+        Reply::Array(Some(ranges)) => ranges,
+        Reply::Error(e) => return Err(String::from_utf8_lossy(e).into_owned()),
+        _ => return Err("CLUSTER SLOTS: not an array".into()),
+    };
+    const UNSET: u8 = u8::MAX;
+    let slots = i64::from(::resp::SLOTS);
+    let mut owners = vec![UNSET; usize::from(::resp::SLOTS)];
+    for range in ranges {
+        let (first, last, host, port) = match range {
+            Reply::Array(Some(f)) => match (f.first(), f.get(1), f.get(2)) {
+                (Some(Reply::Int(a)), Some(Reply::Int(b)), Some(Reply::Array(Some(node)))) => {
+                    match (node.first(), node.get(1)) {
+                        (Some(Reply::Bulk(Some(h))), Some(Reply::Int(p))) => (*a, *b, *h, *p),
+                        _ => return Err("CLUSTER SLOTS: a range without host and port".into()),
+                    }
+                }
+                _ => return Err("CLUSTER SLOTS: a malformed range".into()),
+            },
+            _ => return Err("CLUSTER SLOTS: a malformed range".into()),
+        };
+        let endpoint = format!("{}:{port}", String::from_utf8_lossy(host));
+        let Some(index) = addrs.iter().position(|a| *a == endpoint) else {
+            return Err(format!(
+                "CLUSTER SLOTS names {endpoint}, which is not one of the target's addresses"
+            ));
+        };
+        let index = u8::try_from(index).map_err(|_| "more than 255 addresses".to_string())?;
+        if !(0..slots).contains(&first) || !(first..slots).contains(&last) {
+            return Err(format!("CLUSTER SLOTS: bad range {first}-{last}"));
+        }
+        for slot in first..=last {
+            owners[slot as usize] = index;
+        }
+    }
+    if let Some(slot) = owners.iter().position(|&o| o == UNSET) {
+        return Err(format!("CLUSTER SLOTS: slot {slot} has no home"));
+    }
+    Ok(owners)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs() -> Vec<String> {
+        (0..3).map(|i| format!("127.0.0.1:{}", 7000 + i)).collect()
+    }
+
+    #[test]
+    fn owners_come_from_the_ranges_and_name_target_addresses() {
+        let wire = b"*2\r\n*3\r\n:0\r\n:9999\r\n*2\r\n$9\r\n127.0.0.1\r\n:7002\r\n\
+                     *3\r\n:10000\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
+        let (r, _) = resp::parse(wire).unwrap().unwrap();
+        let owners = owners_from(&r, &addrs()).unwrap();
+        assert_eq!((owners[0], owners[9999], owners[10000], owners[16383]), (2, 2, 0, 0));
+    }
+
+    #[test]
+    fn a_gap_an_unknown_address_or_an_error_is_refused() {
+        let gap = b"*1\r\n*3\r\n:0\r\n:100\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
+        let (r, _) = resp::parse(gap).unwrap().unwrap();
+        assert!(owners_from(&r, &addrs()).unwrap_err().contains("slot 101 has no home"));
+        let other = b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$8\r\n10.0.0.9\r\n:7000\r\n";
+        let (r, _) = resp::parse(other).unwrap().unwrap();
+        assert!(owners_from(&r, &addrs()).unwrap_err().contains("10.0.0.9:7000"));
+        let (r, _) = resp::parse(b"-ERR member 1 has no client address\r\n").unwrap().unwrap();
+        assert!(owners_from(&r, &addrs()).unwrap_err().contains("no client address"));
     }
 }
