@@ -1741,3 +1741,51 @@ def test_acl_hello_auth_admin_and_no_password_leaks(acl_cluster, k):
     for secret in ("alicepw", "readerpw", "opspw", "defaultpw"):
         for p in pages:
             assert secret not in p
+
+
+# ---------------------------------------------------------------------------
+# Cluster-aware clients (CLUSTER SLOTS, COMMAND key positions)
+# ---------------------------------------------------------------------------
+
+
+def _forwarded(cluster):
+    total = 0
+    for _port, admin in cluster.nodes:
+        for line in http_get(admin, "/metrics")[1].splitlines():
+            if line.startswith("paxosstore_forwarded_total"):
+                total += int(float(line.split()[-1]))
+    return total
+
+
+@pytest.mark.skipif(ONE_NODE, reason="needs the 3-node demo cluster")
+def test_redis_cluster_client_sends_each_write_to_its_home(cluster, k):
+    from redis.cluster import RedisCluster
+
+    rc = RedisCluster(host="127.0.0.1", port=cluster.port(0), socket_timeout=10)
+    try:
+        nodes = sorted(n.port for n in rc.get_nodes())
+        assert nodes == sorted(cluster.port(i) for i in range(3))
+        # The server's slot of a key is the client's.
+        for name in ("foo", k("a"), k("b", tag="t")):
+            assert rc.cluster_keyslot(name) == rc.keyslot(name)
+        before = _forwarded(cluster)
+        keys = [k(f"key{i}") for i in range(60)]
+        for i, key in enumerate(keys):
+            assert rc.set(key, i) is True
+        assert rc.mset_nonatomic({k("m1"): "x", k("m2"): "y"}) == [True, True]
+        assert rc.incr(k("n", tag="t")) == 1
+        assert rc.mset({k("p", tag="t"): "1", k("q", tag="t"): "2"}) is True
+        # Every write went straight to its home: none was forwarded.
+        assert _forwarded(cluster) == before
+        assert [rc.get(key) for key in keys] == [str(i).encode() for i in range(60)]
+        assert rc.mget_nonatomic([k("m1"), k("m2")]) == [b"x", b"y"]
+        # The writes are visible from every node, not only the home.
+        plain = [cluster.client(i) for i in range(3)]
+        try:
+            for c in plain:
+                assert c.get(keys[7]) == "7"
+        finally:
+            for c in plain:
+                c.close()
+    finally:
+        rc.close()

@@ -564,7 +564,10 @@ async fn routed(
             conns[target] = connect_to(&ctx.addrs[target], cfg.timeout).await;
             if conns[target].is_none() {
                 down_until[target] = Some(Instant::now() + ROUTE_DOWN);
-                if down_until.iter().all(|d| d.is_some_and(|t| t > Instant::now())) {
+                if down_until
+                    .iter()
+                    .all(|d| d.is_some_and(|t| t > Instant::now()))
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 if Instant::now() >= shared.deadline || shared.stop.load(Ordering::Relaxed) {
@@ -695,18 +698,29 @@ mod tests {
                      *3\r\n:10000\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
         let (r, _) = resp::parse(wire).unwrap().unwrap();
         let owners = owners_from(&r, &addrs()).unwrap();
-        assert_eq!((owners[0], owners[9999], owners[10000], owners[16383]), (2, 2, 0, 0));
+        assert_eq!(
+            (owners[0], owners[9999], owners[10000], owners[16383]),
+            (2, 2, 0, 0)
+        );
     }
 
     #[test]
     fn a_gap_an_unknown_address_or_an_error_is_refused() {
         let gap = b"*1\r\n*3\r\n:0\r\n:100\r\n*2\r\n$9\r\n127.0.0.1\r\n:7000\r\n";
         let (r, _) = resp::parse(gap).unwrap().unwrap();
-        assert!(owners_from(&r, &addrs()).unwrap_err().contains("slot 101 has no home"));
+        assert!(owners_from(&r, &addrs())
+            .unwrap_err()
+            .contains("slot 101 has no home"));
         let other = b"*1\r\n*3\r\n:0\r\n:16383\r\n*2\r\n$8\r\n10.0.0.9\r\n:7000\r\n";
         let (r, _) = resp::parse(other).unwrap().unwrap();
-        assert!(owners_from(&r, &addrs()).unwrap_err().contains("10.0.0.9:7000"));
-        let (r, _) = resp::parse(b"-ERR member 1 has no client address\r\n").unwrap().unwrap();
-        assert!(owners_from(&r, &addrs()).unwrap_err().contains("no client address"));
+        assert!(owners_from(&r, &addrs())
+            .unwrap_err()
+            .contains("10.0.0.9:7000"));
+        let (r, _) = resp::parse(b"-ERR member 1 has no client address\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(owners_from(&r, &addrs())
+            .unwrap_err()
+            .contains("no client address"));
     }
 }

@@ -459,7 +459,48 @@ fn every_table_command_parses_with_plausible_args() {
         let refs: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
         let c = cmd(&refs).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.name(), name);
+        // The key positions COMMAND reports find the keys the server routes by.
+        let (first, last, step) = resp::command::key_positions(name);
+        let expected: Vec<&str> = if first == 0 {
+            Vec::new()
+        } else {
+            let last = if last < 0 {
+                refs.len() as i64 + last
+            } else {
+                last
+            };
+            (first..=last)
+                .step_by(step as usize)
+                .map(|i| refs[i as usize])
+                .collect()
+        };
+        let parsed_keys = c.keys();
+        let keys: Vec<&[u8]> = parsed_keys.iter().map(|k| k.as_ref()).collect();
+        let expected: Vec<&[u8]> = expected.iter().map(|k| k.as_bytes()).collect();
+        assert_eq!(keys, expected, "{name}");
+        // A write is flagged `write`, a read of keys `readonly`.
+        let flags = resp::command::command_flags(name);
+        if c.is_write() {
+            assert!(flags.contains(&"write"), "{name}");
+        } else if !keys.is_empty() && name != "watch" {
+            assert!(flags.contains(&"readonly"), "{name}");
+        }
     }
+}
+
+#[test]
+fn cluster_subcommands() {
+    use resp::command::ClusterCommand;
+    assert_eq!(
+        cmd(&["cluster", "keyslot", "foo"]),
+        Ok(Command::Cluster(ClusterCommand::KeySlot(b("foo"))))
+    );
+    assert_eq!(
+        cmd(&["CLUSTER", "Slots"]),
+        Ok(Command::Cluster(ClusterCommand::Slots))
+    );
+    assert!(cmd(&["cluster", "keyslot"]).is_err());
+    assert!(cmd(&["cluster", "addslots", "1"]).is_err());
 }
 
 #[test]

@@ -149,6 +149,16 @@ const TABLE: &[(&str, &[&str])] = &[
     ("vset", &["write", "fast"]),
 ];
 
+/// The ACL categories of a command or subcommand (`get`, `client|list`) as `COMMAND`
+/// reports them (`@read`, ...); none for a name not in the table.
+pub fn categories_of(name: &str) -> Vec<String> {
+    TABLE
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, cats)| cats.iter().map(|c| format!("@{c}")).collect())
+        .unwrap_or_default()
+}
+
 /// Categories a rule may name (`all` covers every command).
 const CATEGORIES: &[&str] = &[
     "all",

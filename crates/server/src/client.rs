@@ -1216,20 +1216,78 @@ fn count_lookups(reg: &crate::info::Registry, name: &str, reply: &Reply) {
 }
 
 fn command_cmd(c: CommandCommand) -> Reply {
+    let names = || resp::command::supported_commands();
     match c {
-        CommandCommand::Count => Reply::Integer(resp::command::supported_commands().count() as i64),
+        CommandCommand::Count => Reply::Integer(names().count() as i64),
         CommandCommand::Docs(_) => Reply::Map(Vec::new()),
-        _ => Reply::Array(
-            resp::command::supported_commands()
-                .map(|(name, arity)| {
-                    Reply::Array(vec![
-                        Reply::Bulk(Bytes::copy_from_slice(name.as_bytes())),
-                        Reply::Integer(arity as i64),
-                    ])
+        CommandCommand::List => Reply::Array(
+            names()
+                .map(|(name, _)| Reply::Bulk(Bytes::from_static(name.as_bytes())))
+                .collect(),
+        ),
+        CommandCommand::Info(wanted) if !wanted.is_empty() => Reply::Array(
+            wanted
+                .iter()
+                .map(|w| {
+                    names()
+                        .find(|(name, _)| name.as_bytes().eq_ignore_ascii_case(w))
+                        .map_or(Reply::NullArray, |(name, arity)| command_entry(name, arity))
                 })
                 .collect(),
         ),
+        CommandCommand::Help => help(&[
+            "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "(no subcommand)",
+            "COUNT",
+            "INFO [<command-name> ...]",
+            "LIST",
+            "DOCS [<command-name> ...]",
+            "HELP",
+        ]),
+        _ => Reply::Array(
+            names()
+                .map(|(name, arity)| command_entry(name, arity))
+                .collect(),
+        ),
     }
+}
+
+/// One command as `COMMAND` describes it: name, arity, flags, first key, last key,
+/// step, ACL categories. Cluster-aware clients find a command's keys from it.
+fn command_entry(name: &'static str, arity: i32) -> Reply {
+    let (first, last, step) = resp::command::key_positions(name);
+    let bulk = |s: &str| Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()));
+    let mut categories = crate::acl::categories_of(name);
+    if categories.is_empty() {
+        // A container (CLIENT, ACL, CLUSTER): the categories of its subcommands.
+        let prefix = format!("{name}|");
+        for sub in crate::acl::known_names().filter(|n| n.starts_with(&prefix)) {
+            for c in crate::acl::categories_of(sub) {
+                if !categories.contains(&c) {
+                    categories.push(c);
+                }
+            }
+        }
+    }
+    Reply::Array(vec![
+        bulk(name),
+        Reply::Integer(i64::from(arity)),
+        Reply::Set(
+            resp::command::command_flags(name)
+                .iter()
+                .map(|f| Reply::Simple(Bytes::from_static(f.as_bytes())))
+                .collect(),
+        ),
+        Reply::Integer(first),
+        Reply::Integer(last),
+        Reply::Integer(step),
+        Reply::Set(
+            categories
+                .iter()
+                .map(|c| Reply::Simple(Bytes::from(c.clone())))
+                .collect(),
+        ),
+    ])
 }
 
 /// INFO: the requested sections; the keyspace section scans this node's storage.

@@ -185,3 +185,44 @@ impl Cmd {
         }
     }
 }
+
+/// Redis's key positions of a command, by its lowercase name: (first key, last key,
+/// step), 1-based, a negative last counting from the end, (0, 0, 0) for none. What
+/// `COMMAND` reports, and what cluster-aware clients (redis-py's `RedisCluster`, ...)
+/// use to find a command's keys and route it.
+pub fn key_positions(name: &str) -> (i64, i64, i64) {
+    match name {
+        "mget" | "del" | "unlink" | "exists" | "watch" => (1, -1, 1),
+        "mset" | "msetnx" => (1, -1, 2),
+        "rename" | "renamenx" => (1, 2, 1),
+        "get" | "set" | "setnx" | "setex" | "psetex" | "getset" | "getdel" | "getex" | "incr"
+        | "incrby" | "decr" | "decrby" | "incrbyfloat" | "append" | "strlen" | "getrange"
+        | "setrange" | "type" | "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl"
+        | "pttl" | "persist" | "vget" | "vset" => (1, 1, 1),
+        _ => (0, 0, 0),
+    }
+}
+
+/// Redis's command flags as `COMMAND` reports them (the ones clients act on:
+/// `write`, `readonly`, `denyoom`, `admin`, `fast`, `noscript`, `loading`, `stale`).
+pub fn command_flags(name: &str) -> &'static [&'static str] {
+    match name {
+        "set" | "setex" | "psetex" | "getset" | "mset" | "msetnx" | "append" | "setrange"
+        | "incrbyfloat" | "vset" => &["write", "denyoom"],
+        "setnx" | "incr" | "incrby" | "decr" | "decrby" => &["write", "denyoom", "fast"],
+        "getdel" | "getex" | "unlink" | "expire" | "pexpire" | "expireat" | "pexpireat"
+        | "persist" | "renamenx" => &["write", "fast"],
+        "del" | "rename" => &["write"],
+        "flushall" | "flushdb" => &["write"],
+        "get" | "mget" | "strlen" | "exists" | "type" | "ttl" | "pttl" | "dbsize" | "vget" => {
+            &["readonly", "fast"]
+        }
+        "getrange" | "keys" => &["readonly"],
+        "ping" | "echo" | "select" | "readonly" | "readwrite" | "multi" | "discard" | "watch"
+        | "unwatch" => &["fast", "loading", "stale"],
+        "hello" | "auth" | "quit" | "reset" => &["noscript", "loading", "stale", "fast"],
+        "info" | "client" | "acl" | "command" | "cluster" => &["loading", "stale"],
+        "exec" => &["noscript", "loading", "stale"],
+        _ => &[],
+    }
+}

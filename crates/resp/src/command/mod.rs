@@ -11,6 +11,7 @@ use bytes::Bytes;
 mod meta;
 mod parse;
 
+pub use meta::{command_flags, key_positions};
 pub use parse::{parse_command, supported_commands};
 
 /// A rejected command. `Display` is the exact Redis error reply text

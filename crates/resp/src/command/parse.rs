@@ -204,7 +204,7 @@ pub fn parse_command(args: &[Bytes]) -> Result<Command, CommandError> {
             "slots" => ClusterCommand::Slots,
             "nodes" => ClusterCommand::Nodes,
             "shards" => ClusterCommand::Shards,
-            "keyslot" => ClusterCommand::KeySlot(key()),
+            "keyslot" => ClusterCommand::KeySlot(a[2].clone()),
             "info" => ClusterCommand::Info,
             "myid" => ClusterCommand::MyId,
             _ => ClusterCommand::Help,
