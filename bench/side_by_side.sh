@@ -138,7 +138,7 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
     if [ -x "$PXBIN" ]; then
         echo "PaxosStore-rs: \`$PXBIN demo --nodes 3\` (3 processes on 127.0.0.1), binary built $(date -u -r "$PXBIN" '+%Y-%m-%d %H:%M UTC'), repository HEAD $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- crates 2>/dev/null || echo ' (with uncommitted changes in the work tree)'); clients spread over the 3 nodes"
     fi
-    echo "Load generator: $BENCH (crates/bench), closed loop, one connection per client, pipeline 1"
+    echo "Load generator: $BENCH (crates/bench), closed loop, one connection per client, pipeline 1; rows of paxosstore-slots: the same paxosstore cluster through a cluster-aware client (\`--route slots\`: a connection per node, each request sent to its key's home from CLUSTER SLOTS)"
 } >"$RES/systems.txt"
 
 # --- 4. runs -----------------------------------------------------------------
@@ -197,6 +197,16 @@ suite() { # suite FAULT-CMD (empty: no failover run)
         run "write-c$c" -c "$c" -d "$SDUR" --mix set=1 --keys "$KEYS"
         run "read-c$c" -c "$c" -d "$SDUR" --mix get=1 --keys "$KEYS"
     done
+    if [ "$SYS" = paxosstore ]; then
+        # The same cluster through a cluster-aware client (--route slots: each
+        # request sent to its key's home from CLUSTER SLOTS, as Redis Cluster
+        # clients do), reported as the system "paxosstore-slots".
+        SYS=paxosstore-slots
+        run write -c "$CLIENTS" -d "$DUR" --mix set=1 --keys "$KEYS" --route slots
+        run mixed -c "$CLIENTS" -d "$DUR" --mix set=1,get=1 --keys "$KEYS" --route slots
+        run contended -c "$CLIENTS" -d "$DUR" --mix set=1 --dist zipf --skew 0.99 --keys "$CONTENDED_KEYS" --route slots
+        SYS=paxosstore
+    fi
     if [ "$SCALE" = 1 ] && [[ " $SCALE_SYSTEMS " == *" $SYS "* ]]; then
         for k in $SCALE_KEYS; do
             # The preload alone, then a wait until the servers are idle, so that none

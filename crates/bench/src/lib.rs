@@ -49,7 +49,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a workload (the default when no subcommand is given).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Draw PNG plots from the JSON results of a side-by-side run.
     Plot(plot::PlotArgs),
     /// Write BENCHMARKS.md from the JSON results of a side-by-side run.
@@ -156,7 +156,7 @@ pub fn cli_main(mut args: Vec<String>) -> i32 {
         .collect::<Vec<_>>()
         .join(" ");
     match cli.cmd {
-        Some(Cmd::Run(r)) => run_cli(r, command),
+        Some(Cmd::Run(r)) => run_cli(*r, command),
         Some(Cmd::Plot(p)) => plot::run(p),
         Some(Cmd::Report(r)) => report::run(r),
         None => run_cli(cli.run, command),

@@ -57,6 +57,7 @@ pub fn base_scenario(s: &str) -> (&str, Option<usize>) {
 pub fn system_order(s: &str) -> usize {
     match s {
         "paxosstore" => 0,
+        "paxosstore-slots" => 0,
         "etcd" => 1,
         "redis" => 2,
         _ => 3,
@@ -66,6 +67,7 @@ pub fn system_order(s: &str) -> usize {
 fn color(system: &str, variant: usize) -> RGBColor {
     let base = match system {
         "paxosstore" => [(31, 119, 180), (120, 180, 230)],
+        "paxosstore-slots" => [(148, 103, 189), (197, 176, 213)],
         "etcd" => [(214, 39, 40), (240, 140, 120)],
         "redis" => [(44, 160, 44), (140, 210, 120)],
         _ => [(100, 100, 100), (170, 170, 170)],

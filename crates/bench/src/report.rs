@@ -200,6 +200,22 @@ pub fn render(rs: &[Summary], dir: &Path, a: &ReportArgs) -> String {
         w_redis.map(|r| format!("{r:.2}×")).unwrap_or("–".into()),
         verdict(w_redis.map(|r| r >= 0.7))
     );
+    // The same with a cluster-aware client (`--route slots`: each write sent to its
+    // key's home, as Redis Cluster clients do), when the run has it.
+    let slots = tput("paxosstore-slots", "write");
+    for (what, base, need) in [
+        ("5× etcd", "etcd", 5.0),
+        ("0.7× single durable Redis", "redis", 0.7),
+    ] {
+        let Some(r) = ratio(slots, tput(base, "write")) else {
+            continue;
+        };
+        let _ = writeln!(
+            s,
+            "| writes ≥ {what}, cluster-aware client (`--route slots`) | {r:.2}× | {} |",
+            verdict(Some(r >= need))
+        );
+    }
     let (pp, pe) = (p99("paxosstore", "write"), p99("etcd", "write"));
     let _ = writeln!(
         s,
