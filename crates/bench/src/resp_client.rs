@@ -521,7 +521,8 @@ const ROUTE_DOWN: Duration = Duration::from_secs(1);
 
 /// The measured loop with `--route slots` (pipeline 1): each request goes to the home
 /// of its key's slot (`owners`, from `CLUSTER SLOTS`) over a connection per address.
-/// A member that fails a request or a connect is skipped for [`ROUTE_DOWN`].
+/// A member that fails a request or a connect is skipped for [`ROUTE_DOWN`] (each
+/// time counts as a failover).
 async fn routed(
     g: &mut Gen,
     ctx: &ClientCtx,
@@ -557,12 +558,10 @@ async fn routed(
                 break;
             }
         }
-        if target != home {
-            addrs.failovers += 1;
-        }
         if conns[target].is_none() {
             conns[target] = connect_to(&ctx.addrs[target], cfg.timeout).await;
             if conns[target].is_none() {
+                addrs.failovers += 1;
                 down_until[target] = Some(Instant::now() + ROUTE_DOWN);
                 if down_until
                     .iter()
@@ -614,6 +613,7 @@ async fn routed(
             }
             w.clear();
             conns[target] = None;
+            addrs.failovers += 1;
             down_until[target] = Some(Instant::now() + ROUTE_DOWN);
         }
     }
