@@ -456,6 +456,7 @@ mod tests {
         assert!(mistake(|c| c.data_block_kb = 513).contains("`data_block_kb`"));
         assert!(mistake(|c| c.block_cache_mb = (1 << 30) + 1).contains("`block_cache_mb`"));
         assert!(mistake(|c| c.client_addr = "nope".into()).contains("`client_addr`"));
+        assert!(mistake(|c| c.members[1].client = Some("nope".into())).contains("`members.client`"));
     }
 
     #[test]
