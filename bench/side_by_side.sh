@@ -11,6 +11,7 @@
 #
 # Environment (defaults): SYSTEMS="redis etcd paxosstore" DUR=10 (s per workload)
 # SDUR=5 (s per 1- and 8-client run; scale runs take DUR) WARMUP=1 CLIENTS=64 VALUE=100 KEYS=10000
+# REPEAT=3 (runs of each 64-client scenario; the report shows the median run)
 # CONTENDED_KEYS=1000 SCALE=0 SCALE_KEYS="1000000" SCALE_SYSTEMS="paxosstore" (the
 # systems preloaded for the scale runs; etcd takes minutes per million keys)
 # RES=bench/results OUT=BENCHMARKS.md
@@ -44,6 +45,7 @@ cd "$ROOT" || exit 1
 
 SYSTEMS=${SYSTEMS:-"redis etcd paxosstore"}
 DUR=${DUR:-10}
+REPEAT=${REPEAT:-3}
 SDUR=${SDUR:-5}
 WARMUP=${WARMUP:-1}
 CLIENTS=${CLIENTS:-64}
@@ -188,25 +190,42 @@ rss() { # rss PROCESS-NAME PID WHEN
     [ -n "$kib" ] && printf '%s\t%s\t%s\t%s\n' "$SYS" "$1" "$3" "$kib" >>"$RES/rss.tsv"
 }
 
+# The 64-client scenarios, REPEAT rounds; the report shows each one's median run
+# (identical runs here differ by up to 20 %). For paxosstore each round also runs the
+# writing scenarios through a cluster-aware client (--route slots: each request sent
+# to its key's home from CLUSTER SLOTS, as Redis Cluster clients do), reported as the
+# system "paxosstore-slots", so the two alternate.
+main_scenarios() {
+    local r
+    for r in $(seq "$REPEAT"); do
+        run write -c "$CLIENTS" -d "$DUR" --mix set=1 --keys "$KEYS"
+        if [ "$SYS" = paxosstore ]; then
+            SYS=paxosstore-slots
+            run write -c "$CLIENTS" -d "$DUR" --mix set=1 --keys "$KEYS" --route slots
+            SYS=paxosstore
+        fi
+        run read -c "$CLIENTS" -d "$DUR" --mix get=1 --keys "$KEYS" --preload
+        run mixed -c "$CLIENTS" -d "$DUR" --mix set=1,get=1 --keys "$KEYS"
+        if [ "$SYS" = paxosstore ]; then
+            SYS=paxosstore-slots
+            run mixed -c "$CLIENTS" -d "$DUR" --mix set=1,get=1 --keys "$KEYS" --route slots
+            SYS=paxosstore
+        fi
+        run contended -c "$CLIENTS" -d "$DUR" --mix set=1 --dist zipf --skew 0.99 --keys "$CONTENDED_KEYS"
+        if [ "$SYS" = paxosstore ]; then
+            SYS=paxosstore-slots
+            run contended -c "$CLIENTS" -d "$DUR" --mix set=1 --dist zipf --skew 0.99 --keys "$CONTENDED_KEYS" --route slots
+            SYS=paxosstore
+        fi
+    done
+}
+
 suite() { # suite FAULT-CMD (empty: no failover run)
-    run write -c "$CLIENTS" -d "$DUR" --mix set=1 --keys "$KEYS"
-    run read -c "$CLIENTS" -d "$DUR" --mix get=1 --keys "$KEYS" --preload
-    run mixed -c "$CLIENTS" -d "$DUR" --mix set=1,get=1 --keys "$KEYS"
-    run contended -c "$CLIENTS" -d "$DUR" --mix set=1 --dist zipf --skew 0.99 --keys "$CONTENDED_KEYS"
+    main_scenarios
     for c in 1 8; do
         run "write-c$c" -c "$c" -d "$SDUR" --mix set=1 --keys "$KEYS"
         run "read-c$c" -c "$c" -d "$SDUR" --mix get=1 --keys "$KEYS"
     done
-    if [ "$SYS" = paxosstore ]; then
-        # The same cluster through a cluster-aware client (--route slots: each
-        # request sent to its key's home from CLUSTER SLOTS, as Redis Cluster
-        # clients do), reported as the system "paxosstore-slots".
-        SYS=paxosstore-slots
-        run write -c "$CLIENTS" -d "$DUR" --mix set=1 --keys "$KEYS" --route slots
-        run mixed -c "$CLIENTS" -d "$DUR" --mix set=1,get=1 --keys "$KEYS" --route slots
-        run contended -c "$CLIENTS" -d "$DUR" --mix set=1 --dist zipf --skew 0.99 --keys "$CONTENDED_KEYS" --route slots
-        SYS=paxosstore
-    fi
     if [ "$SCALE" = 1 ] && [[ " $SCALE_SYSTEMS " == *" $SYS "* ]]; then
         for k in $SCALE_KEYS; do
             # The preload alone, then a wait until the servers are idle, so that none

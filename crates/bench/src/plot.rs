@@ -44,6 +44,40 @@ pub fn load_results(dir: &Path) -> Result<Vec<Summary>, String> {
     Ok(out)
 }
 
+/// Repeated runs of one (system, scenario) reduced to one: the run with the median
+/// throughput (of an even count, the lower middle), at the place of the first run.
+/// The runner repeats its main scenarios (`REPEAT`): identical runs on this kind of
+/// machine differ by up to 20 %, and a single run decided ratios by chance.
+pub fn median_runs(rs: &[Summary]) -> Vec<Summary> {
+    let mut out: Vec<Summary> = Vec::new();
+    for (i, r) in rs.iter().enumerate() {
+        let same = |o: &Summary| o.system == r.system && o.scenario == r.scenario;
+        if rs[..i].iter().any(same) {
+            continue;
+        }
+        let mut runs: Vec<&Summary> = rs.iter().filter(|o| same(o)).collect();
+        runs.sort_by(|a, b| a.throughput.total_cmp(&b.throughput));
+        out.push(runs[(runs.len() - 1) / 2].clone());
+    }
+    out
+}
+
+/// For every (system, scenario) run more than once: its throughputs in run order.
+pub fn repeated(rs: &[Summary]) -> Vec<(String, String, Vec<f64>)> {
+    let mut out: Vec<(String, String, Vec<f64>)> = Vec::new();
+    for r in rs {
+        match out
+            .iter_mut()
+            .find(|(sys, sc, _)| *sys == r.system && *sc == r.scenario)
+        {
+            Some((_, _, t)) => t.push(r.throughput),
+            None => out.push((r.system.clone(), r.scenario.clone(), vec![r.throughput])),
+        }
+    }
+    out.retain(|(_, _, t)| t.len() > 1);
+    out
+}
+
 /// The workload a scenario name belongs to: `write-c8` -> (`write`, Some(8)).
 pub fn base_scenario(s: &str) -> (&str, Option<usize>) {
     if let Some((base, c)) = s.rsplit_once("-c") {
@@ -335,6 +369,7 @@ pub fn run(a: PlotArgs) -> i32 {
             return 1;
         }
     };
+    let results = median_runs(&results);
     let out = a.out.clone().unwrap_or_else(|| a.results.clone());
     match draw_all(&results, &out, &a.font) {
         Ok(files) => {
