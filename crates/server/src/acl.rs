@@ -481,47 +481,45 @@ mod tests {
             }
             assert!(known_names().any(|n| n == name), "{name} has no ACL entry");
         }
-        for sub in [
-            "setname x",
-            "getname",
-            "id",
-            "info",
-            "list",
-            "kill id 1",
-            "help",
-        ] {
-            let mut args = vec![bytes::Bytes::from_static(b"client")];
-            args.extend(
-                sub.split(' ')
-                    .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes())),
-            );
-            let cmd = resp::parse_command(&args).unwrap();
-            assert!(known_names().any(|n| n == acl_name(&cmd)), "client {sub}");
-        }
-        for sub in ["whoami", "list", "help"] {
-            let args = [
-                bytes::Bytes::from_static(b"acl"),
-                bytes::Bytes::copy_from_slice(sub.as_bytes()),
-            ];
-            let cmd = resp::parse_command(&args).unwrap();
-            assert!(known_names().any(|n| n == acl_name(&cmd)), "acl {sub}");
-        }
-        for sub in [
-            "slots",
-            "nodes",
-            "shards",
-            "keyslot k",
-            "info",
-            "myid",
-            "help",
-        ] {
-            let mut args = vec![bytes::Bytes::from_static(b"cluster")];
-            args.extend(
-                sub.split(' ')
-                    .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes())),
-            );
-            let cmd = resp::parse_command(&args).unwrap();
-            assert!(known_names().any(|n| n == acl_name(&cmd)), "cluster {sub}");
+        let containers: [(&str, &[&str]); 3] = [
+            (
+                "client",
+                &[
+                    "setname x",
+                    "getname",
+                    "id",
+                    "info",
+                    "list",
+                    "kill id 1",
+                    "help",
+                ],
+            ),
+            ("acl", &["whoami", "list", "help"]),
+            (
+                "cluster",
+                &[
+                    "slots",
+                    "nodes",
+                    "shards",
+                    "keyslot k",
+                    "info",
+                    "myid",
+                    "help",
+                ],
+            ),
+        ];
+        for (container, subs) in containers {
+            for sub in subs {
+                let args: Vec<bytes::Bytes> = std::iter::once(container)
+                    .chain(sub.split(' '))
+                    .map(|w| bytes::Bytes::copy_from_slice(w.as_bytes()))
+                    .collect();
+                let cmd = resp::parse_command(&args).unwrap();
+                assert!(
+                    known_names().any(|n| n == acl_name(&cmd)),
+                    "{container} {sub}"
+                );
+            }
         }
     }
 

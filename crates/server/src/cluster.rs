@@ -1,5 +1,5 @@
-//! `CLUSTER` for cluster-aware Redis clients (redis-py's `RedisCluster`, Lettuce,
-//! go-redis's `ClusterClient`, ...). Every member holds every entity, so there is no
+//! `CLUSTER` for cluster-aware Redis clients (redis-py's `RedisCluster` is tested;
+//! others read the same replies). Every member holds every entity, so there is no
 //! sharding to describe; what a client learns here is each hash slot's *home*
 //! (`node::route::home`), the member that proposes its writes on the fast path. A
 //! client routing by these answers sends each write where it needs no forward (with
