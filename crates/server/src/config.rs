@@ -329,7 +329,14 @@ impl NodeConfig {
             }
             resolve("members.peer", &m.peer)?;
             if let Some(c) = &m.client {
-                resolve("members.client", c)?;
+                // Only the form is checked: the name is for clients, and this node
+                // may not resolve it (a FROM-scratch image has no resolver).
+                let valid = c
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+                if !valid {
+                    return Err(field("members.client", format!("`{c}` is not a host:port")));
+                }
             }
         }
         if !self.members.iter().any(|m| m.id == self.id) {
@@ -457,6 +464,13 @@ mod tests {
         assert!(mistake(|c| c.block_cache_mb = (1 << 30) + 1).contains("`block_cache_mb`"));
         assert!(mistake(|c| c.client_addr = "nope".into()).contains("`client_addr`"));
         assert!(mistake(|c| c.members[1].client = Some("nope".into())).contains("`members.client`"));
+        assert!(
+            mistake(|c| c.members[1].client = Some("h:99999".into())).contains("`members.client`")
+        );
+        // A client address is for clients: a name this node cannot resolve is fine.
+        let mut c = three();
+        c.members[0].client = Some("paxosstore-0.example.invalid:6379".into());
+        assert!(c.validate().is_ok());
     }
 
     #[test]
