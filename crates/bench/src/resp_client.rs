@@ -419,24 +419,36 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
         value: Vec::new(),
         tracker: Tracker::default(),
     };
-    if let Some(owners) = cfg.slot_owners.clone() {
-        let mut rec = Recorder::default();
-        routed(&mut g, &ctx, &shared, &mut rec, &owners, &mut addrs).await;
-        rec.close(&shared);
-        let verify = if cfg.verify {
-            Some(verify(&ctx, &g, &mut addrs, &mut conn).await)
-        } else {
-            None
-        };
-        return ClientResult {
-            rec,
-            verify,
-            preload_errors,
-            failovers: addrs.failovers,
-        };
-    }
-    // Wait for the end of the warm-up without issuing twice the load.
     let mut rec = Recorder::default();
+    match cfg.slot_owners.clone() {
+        Some(owners) => routed(&mut g, &ctx, &shared, &mut rec, &owners, &mut addrs).await,
+        None => spread(&mut g, &ctx, &shared, &mut rec, &mut addrs, &mut conn).await,
+    }
+    rec.close(&shared);
+    let verify = if cfg.verify {
+        Some(verify(&ctx, &g, &mut addrs, &mut conn).await)
+    } else {
+        None
+    };
+    ClientResult {
+        rec,
+        verify,
+        preload_errors,
+        failovers: addrs.failovers,
+    }
+}
+
+/// The measured loop with clients spread over the addresses: up to `pipeline`
+/// requests in flight on one connection, failing over to the next address.
+async fn spread(
+    g: &mut Gen,
+    ctx: &ClientCtx,
+    shared: &Shared,
+    rec: &mut Recorder,
+    addrs: &mut Addrs,
+    conn: &mut Option<Conn>,
+) {
+    let cfg = &ctx.cfg;
     let mut pending: VecDeque<Pending> = VecDeque::with_capacity(cfg.pipeline * 2);
     let mut w: Vec<u8> = Vec::with_capacity(cfg.pipeline * (cfg.value_size * 2 + 64));
     let mut issuing = true;
@@ -446,7 +458,7 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
             {
                 break;
             }
-            conn = addrs.connect(cfg.timeout).await;
+            *conn = addrs.connect(cfg.timeout).await;
             continue;
         }
         let c = conn.as_mut().unwrap();
@@ -456,7 +468,7 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
                 issuing = false;
                 break;
             }
-            let p = issue(&mut g, &ctx, &mut w, now);
+            let p = issue(g, ctx, &mut w, now);
             pending.push_back(p);
         }
         if pending.is_empty() {
@@ -481,7 +493,7 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
                             res = Err(Broken::Protocol);
                             break;
                         };
-                        handle(&mut g, &ctx, &shared, &mut rec, p, r, &mut w, &mut pending);
+                        handle(g, ctx, shared, rec, p, r, &mut w, &mut pending);
                     }
                     Ok(None) => break,
                     Err(_) => {
@@ -494,24 +506,12 @@ pub async fn run(mut ctx: ClientCtx) -> ClientResult {
         }
         if let Err(why) = res {
             for p in pending.drain(..) {
-                rec.error(&shared, p.start, why.name());
+                rec.error(shared, p.start, why.name());
             }
             w.clear();
-            conn = None;
+            *conn = None;
             addrs.next();
         }
-    }
-    rec.close(&shared);
-    let verify = if cfg.verify {
-        Some(verify(&ctx, &g, &mut addrs, &mut conn).await)
-    } else {
-        None
-    };
-    ClientResult {
-        rec,
-        verify,
-        preload_errors,
-        failovers: addrs.failovers,
     }
 }
 

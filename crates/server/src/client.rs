@@ -1170,7 +1170,8 @@ fn client_cmd(conn: &mut Conn, shared: &Shared, c: ClientCommand) -> Reply {
     }
 }
 
-fn help(lines: &[&'static str]) -> Reply {
+/// A `HELP` subcommand's reply: one simple string a line.
+pub(crate) fn help(lines: &[&'static str]) -> Reply {
     Reply::Array(lines.iter().map(|l| Reply::simple(l)).collect())
 }
 

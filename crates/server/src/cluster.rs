@@ -29,7 +29,6 @@ pub struct View<'a> {
 
 /// Answers one `CLUSTER` subcommand.
 pub fn cluster_cmd(shared: &Shared, c: ClusterCommand) -> Reply {
-    let states = shared.peer_states();
     let cfg = &shared.cfg;
     let view = View {
         me: cfg.id,
@@ -38,7 +37,7 @@ pub fn cluster_cmd(shared: &Shared, c: ClusterCommand) -> Reply {
         up: cfg
             .members
             .iter()
-            .map(|m| m.id == cfg.id || states.get(&m.id).is_some_and(|s| s.starts_with("up")))
+            .map(|m| m.id == cfg.id || shared.transport.live_channels(m.id) > 0)
             .collect(),
         majority_reachable: shared.majority_reachable(),
     };
@@ -48,13 +47,6 @@ pub fn cluster_cmd(shared: &Shared, c: ClusterCommand) -> Reply {
 /// The 40-hex-digit node name Redis clients expect, stable for a member of a cluster.
 pub fn node_name(cluster_id: u64, member: u8) -> String {
     format!("{cluster_id:024x}{member:016x}")
-}
-
-/// `host` and `port` of a `host:port` (IPv6 hosts in brackets lose them).
-fn split_endpoint(addr: &str) -> Option<(&str, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some((host, port.parse().ok()?))
 }
 
 /// One member as the answers show it: (member, its name, host, port, first and last
@@ -72,7 +64,7 @@ fn shown<'a>(view: &View<'a>) -> Result<Vec<Shown<'a>>, Reply> {
     let n = view.members.len() as u8;
     let mut out = Vec::with_capacity(view.members.len());
     for (index, m) in view.members.iter().enumerate() {
-        let Some((host, port)) = m.client.as_deref().and_then(split_endpoint) else {
+        let Some((host, port)) = m.client.as_deref().and_then(crate::config::split_endpoint) else {
             return Err(Reply::error(format!(
                 "ERR member {} has no client address: set `client = \"host:port\"` in every \
                  [[members]] entry of the configuration to enable CLUSTER SLOTS, SHARDS and NODES",
@@ -203,28 +195,23 @@ pub fn answer(view: &View<'_>, c: ClusterCommand) -> Reply {
             }
             Err(e) => e,
         },
-        ClusterCommand::Help => Reply::Array(
-            [
-                "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
-                "SLOTS",
-                "    Each hash slot range and the member that is home to its entities.",
-                "SHARDS",
-                "    The same, in Redis 7's form.",
-                "NODES",
-                "    The members, one line each, in Redis's format.",
-                "KEYSLOT <key>",
-                "    The hash slot of <key>.",
-                "INFO",
-                "    The cluster's state.",
-                "MYID",
-                "    This member's name.",
-                "HELP",
-                "    Print this help.",
-            ]
-            .iter()
-            .map(|l| Reply::Simple(Bytes::from_static(l.as_bytes())))
-            .collect(),
-        ),
+        ClusterCommand::Help => crate::client::help(&[
+            "CLUSTER <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+            "SLOTS",
+            "    Each hash slot range and the member that is home to its entities.",
+            "SHARDS",
+            "    The same, in Redis 7's form.",
+            "NODES",
+            "    The members, one line each, in Redis's format.",
+            "KEYSLOT <key>",
+            "    The hash slot of <key>.",
+            "INFO",
+            "    The cluster's state.",
+            "MYID",
+            "    This member's name.",
+            "HELP",
+            "    Print this help.",
+        ]),
     }
 }
 

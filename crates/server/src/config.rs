@@ -265,6 +265,17 @@ fn field(field: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// `host` and `port` of a `host:port`, unresolved (IPv6 hosts in brackets lose
+/// them); `None` without a host or a valid port.
+pub fn split_endpoint(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
 /// Parse `host:port`, resolving names.
 pub fn resolve(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
     use std::net::ToSocketAddrs;
@@ -331,10 +342,7 @@ impl NodeConfig {
             if let Some(c) = &m.client {
                 // Only the form is checked: the name is for clients, and this node
                 // may not resolve it (a FROM-scratch image has no resolver).
-                let valid = c
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-                if !valid {
+                if split_endpoint(c).is_none() {
                     return Err(field("members.client", format!("`{c}` is not a host:port")));
                 }
             }
