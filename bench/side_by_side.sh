@@ -107,13 +107,16 @@ cargo build --release -q -p bench --features etcd || {
     log "cannot build the load generator"
     exit 1
 }
+# Storage alone, for the report's CPU budget of a write.
+cargo build --release -q -p storage --example write_bench || log "cannot build storage's write_bench"
 if [ ! -x "$PXBIN" ] || [ "$REBUILD" = 1 ]; then
     log "building paxosstore"
     cargo build --release -q -p paxosstore || log "cannot build paxosstore"
 fi
 
 mkdir -p "$RES" "$WORK"
-rm -f "$RES"/*.json "$RES"/*.png "$RES"/notes.txt "$RES"/rss.tsv "$RES"/machine.txt "$RES"/systems.txt
+rm -f "$RES"/*.json "$RES"/*.png "$RES"/notes.txt "$RES"/rss.tsv "$RES"/machine.txt "$RES"/systems.txt \
+    "$RES"/storage_floor.txt
 : >"$RES/notes.txt"
 
 # --- 3. the machine ----------------------------------------------------------
@@ -155,7 +158,8 @@ run() { # run SCENARIO ARGS...
     file=$(printf '%s/%02d-%s-%s.json' "$RES" "$N" "$SYS" "$sc")
     log "$SYS / $sc"
     "$BENCH" --target "$TARGET" --system "$SYS" --scenario "$sc" --value-size "$VALUE" \
-        --warmup "$WARMUP" --json "$file" "$@" >"$WORK/$SYS-$sc.out" 2>&1
+        --warmup "$WARMUP" --json "$file" --server-pids "$(IFS=,; echo "${SYS_PIDS[*]}")" "$@" \
+        >"$WORK/$SYS-$sc.out" 2>&1
     local rc=$?
     cat "$WORK/$SYS-$sc.out" >&2
     if [ $rc -ne 0 ]; then
@@ -361,6 +365,17 @@ bench_paxosstore() {
     kill -TERM "$demo" 2>/dev/null
     wait "$demo" 2>/dev/null
 }
+
+# The CPU that storage alone spends per durable update, in the server's row shape and
+# with several updates per submission as a shard worker sends them: the floor of a
+# replica's share of a write (the report's CPU budget).
+WB=${CARGO_TARGET_DIR:-target}/release/examples/write_bench
+if [ -x "$WB" ]; then
+    log "storage alone (write_bench)"
+    "$WB" --dir "$WORK/storage-floor" --writers 8 --secs 4 --whole --keys "$KEYS" --per-submit 16 \
+        >"$RES/storage_floor.txt" 2>&1 || note "storage alone: write_bench exited with status $?"
+    rm -rf "$WORK/storage-floor"
+fi
 
 for s in $SYSTEMS; do
     case $s in

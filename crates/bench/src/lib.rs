@@ -4,7 +4,9 @@
 //!
 //! Entry point for embedding: [`cli_main`].
 
+pub mod budget;
 pub mod client;
+pub mod cpu;
 #[cfg(feature = "etcd")]
 mod etcd;
 pub mod plot;
@@ -131,6 +133,11 @@ pub struct RunArgs {
     /// home from `CLUSTER SLOTS`; needs `-P 1`).
     #[arg(long, default_value = "spread")]
     route: String,
+    /// Process ids of the system under test, separated by commas: their CPU time over
+    /// the measured window goes into the result (per operation), beside the load
+    /// generator's own.
+    #[arg(long, default_value = "")]
+    server_pids: String,
 }
 
 /// Runs the CLI with `args` (`args[0]` is the program name, as in `std::env::args()`;
@@ -261,6 +268,7 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
     let target = a.target.clone().ok_or("usage: --target is required")?;
     let (proto, addrs) = parse_target(&target)?;
     let mix = Mix::parse(&a.mix).map_err(|e| format!("usage: {e}"))?;
+    let server_pids = cpu::parse_pids(&a.server_pids)?;
     let dist = KeyDist::new(&a.dist, a.keys, a.skew).map_err(|e| format!("usage: {e}"))?;
     if a.clients == 0 || a.pipeline == 0 {
         return Err("usage: --clients and --pipeline must be at least 1".into());
@@ -369,6 +377,24 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
     ));
     let _ = tx.send(Some(shared.clone()));
 
+    // CPU at the start of the measured window and, for a timed run, at its end.
+    let cpu_task = {
+        let pids = server_pids.clone();
+        let end = duration.map(|_| deadline);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_start.into()).await;
+            let first = cpu::Sample::take(&pids);
+            let last = match end {
+                Some(end) => {
+                    tokio::time::sleep_until(end.into()).await;
+                    Some(cpu::Sample::take(&pids))
+                }
+                None => None,
+            };
+            (first, last)
+        })
+    };
+
     // Fault injection.
     let fault_task = match (&a.fault_cmd, a.fault_at) {
         (Some(cmd), Some(at)) => {
@@ -454,6 +480,13 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
     };
     shared.finish(end);
     let measured_s = end.saturating_duration_since(measure_start).as_secs_f64();
+    let cpu = match cpu_task.await {
+        Ok((first, last)) => {
+            let last = last.unwrap_or_else(|| cpu::Sample::take(&server_pids));
+            Some(first.until(&last))
+        }
+        Err(_) => None,
+    };
 
     let mut rec = Recorder::default();
     let mut verify: Option<VerifyResult> = None;
@@ -533,6 +566,7 @@ pub async fn run(a: RunArgs, command: String) -> Result<Summary, String> {
         timeline_bucket_ms: BUCKET_MS,
         timeline,
         cdf: cdf_points(&rec.all),
+        cpu,
     };
     if let Some(path) = &a.json {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

@@ -13,7 +13,7 @@ use crate::summary::{exit_text, fmt_ms, ms, Summary};
 #[derive(Args, Debug, Clone)]
 pub struct ReportArgs {
     /// Directory holding the run's *.json results and the runner's notes
-    /// (machine.txt, systems.txt, notes.txt, rss.tsv).
+    /// (machine.txt, systems.txt, notes.txt, rss.tsv, storage_floor.txt).
     #[arg(long, default_value = "bench/results")]
     pub results: PathBuf,
     /// The Markdown file to write.
@@ -273,6 +273,11 @@ pub fn render(all: &[Summary], dir: &Path, a: &ReportArgs) -> String {
         scale_text,
         verdict(scale_ok)
     );
+
+    // Where the CPU goes, and what a write target leaves for consensus.
+    let floor = read_opt(dir, "storage_floor.txt").and_then(|t| crate::budget::storage_floor(&t));
+    let cores = read_opt(dir, "machine.txt").and_then(|m| crate::budget::cores(&m));
+    s.push_str(&crate::budget::section(rs, &systems, floor, cores));
 
     // Main tables.
     for (sc, title) in SCENARIOS {

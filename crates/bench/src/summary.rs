@@ -73,6 +73,23 @@ pub struct Summary {
     pub timeline: Vec<u64>,
     /// (percentile, latency µs) points of the latency CDF of all operations.
     pub cdf: Vec<(f64, u64)>,
+    /// CPU used during the measured window (absent in results made before it existed).
+    #[serde(default)]
+    pub cpu: Option<crate::cpu::CpuUse>,
+}
+
+impl Summary {
+    /// The load generator's CPU per successful operation of the measured window, µs.
+    pub fn client_cpu_us_per_op(&self) -> Option<f64> {
+        let c = self.cpu?;
+        (self.ops > 0).then(|| c.client_s * 1e6 / self.ops as f64)
+    }
+
+    /// The servers' CPU (`--server-pids`) per successful operation, µs.
+    pub fn server_cpu_us_per_op(&self) -> Option<f64> {
+        let s = self.cpu?.server_s?;
+        (self.ops > 0).then(|| s * 1e6 / self.ops as f64)
+    }
 }
 
 pub fn exit_text(e: Option<i32>) -> String {
@@ -182,6 +199,12 @@ impl Summary {
                 "cas conflicts (lost races, counted as completed): {}",
                 self.cas_conflicts
             );
+        }
+        if let Some(c) = self.client_cpu_us_per_op() {
+            let servers = self
+                .server_cpu_us_per_op()
+                .map_or(String::new(), |v| format!("; servers {v:.1} us"));
+            let _ = writeln!(s, "CPU per operation: load generator {c:.1} us{servers}");
         }
         let _ = writeln!(
             s,
