@@ -6,6 +6,7 @@
 
 use std::fmt::Write;
 
+use crate::report::find;
 use crate::summary::Summary;
 
 /// The scenarios whose CPU per operation is tabled.
@@ -46,11 +47,10 @@ pub fn section(
     floor: Option<(f64, f64)>,
     cores: Option<f64>,
 ) -> String {
-    let find = |sys: &str, sc: &str| rs.iter().find(|r| r.system == sys && r.scenario == sc);
     let mut s = String::new();
     let rows: Vec<&Summary> = systems
         .iter()
-        .flat_map(|sys| SCENARIOS.iter().filter_map(move |sc| find(sys, sc)))
+        .flat_map(|sys| SCENARIOS.iter().filter_map(move |sc| find(rs, sys, sc)))
         .filter(|r| r.cpu.is_some())
         .collect();
     if rows.is_empty() {
@@ -116,7 +116,6 @@ pub fn section(
 
 /// One table row per write target whose parts the run measured.
 fn budget_lines(rs: &[Summary], floor_us: Option<f64>, cores: Option<f64>) -> String {
-    let find = |sys: &str, sc: &str| rs.iter().find(|r| r.system == sys && r.scenario == sc);
     let mut s = String::new();
     let (Some(floor_us), Some(cores)) = (floor_us, cores) else {
         return s;
@@ -126,15 +125,15 @@ fn budget_lines(rs: &[Summary], floor_us: Option<f64>, cores: Option<f64>) -> St
         .filter(|r| r.scenario == "write")
         .filter_map(Summary::client_cpu_us_per_op)
         .reduce(f64::min);
-    let front = find("redis", "read").and_then(Summary::server_cpu_us_per_op);
-    let px = find("paxosstore", "write").and_then(Summary::server_cpu_us_per_op);
+    let front = find(rs, "redis", "read").and_then(Summary::server_cpu_us_per_op);
+    let px = find(rs, "paxosstore", "write").and_then(Summary::server_cpu_us_per_op);
     let (Some(client), Some(front), Some(px)) = (client, front, px) else {
         return s;
     };
     let storage = 3.0 * floor_us;
     let before = client + front + storage;
     for (what, base, factor) in [("0.7× Redis", "redis", 0.7), ("5× etcd", "etcd", 5.0)] {
-        let Some(b) = find(base, "write") else {
+        let Some(b) = find(rs, base, "write") else {
             continue;
         };
         let rate = factor * b.throughput;

@@ -50,7 +50,7 @@ fn read_opt(dir: &Path, name: &str) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-fn find<'a>(rs: &'a [Summary], system: &str, scenario: &str) -> Option<&'a Summary> {
+pub(crate) fn find<'a>(rs: &'a [Summary], system: &str, scenario: &str) -> Option<&'a Summary> {
     rs.iter()
         .find(|s| s.system == system && s.scenario == scenario)
 }
